@@ -1,0 +1,198 @@
+"""The `seqlab` command line: parses, validates, calls the library. No experiment logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from seqlab.errors import BadInput, RunFailed
+
+try:  # typer vendors click from 0.20 on
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="seqlab: small sequence models on generated tasks.",
+                  pretty_exceptions_enable=False)
+out = Console(soft_wrap=True)
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+
+
+@app.command()
+def tasks(as_json: bool = typer.Option(False, "--json", help="one JSON object per line")):
+    """List the registered tasks."""
+    from seqlab.tasks import TASKS
+
+    for name in sorted(TASKS):
+        cls = TASKS[name]
+        knobs = sorted(cls.Config.model_fields)
+        if as_json:
+            _print_json({"name": name, "description": cls().describe(), "slice_key": cls.slice_key, "config": knobs})
+        else:
+            out.print(f"[bold]{name:16}[/bold] {cls().describe()}  [dim]({', '.join(knobs)})[/dim]")
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json")):
+    """List the registered architectures."""
+    from seqlab.models import DESCRIPTIONS
+
+    for name, text in DESCRIPTIONS.items():
+        _print_json({"name": name, "description": text}) if as_json else out.print(f"[bold]{name:16}[/bold] {text}")
+
+
+@app.command()
+def recipes(as_json: bool = typer.Option(False, "--json")):
+    """List the reproducible experiments."""
+    from seqlab.recipes import RECIPES
+
+    for name, r in sorted(RECIPES.items()):
+        if as_json:
+            _print_json({"name": name, "paper": r.paper, "description": r.description, "budgets": list(r.budgets)})
+        else:
+            out.print(f"[bold]{name:22}[/bold] {r.description}  [dim]({r.paper})[/dim]")
+
+
+def _split_params(args: list[str]) -> tuple[dict, list[str]]:
+    from seqlab.configs import parse_value
+
+    task_params, format_overrides = {}, []
+    for a in args:
+        if "=" not in a:
+            raise BadInput(f"expected key=value, got '{a}'")
+        k, _, v = a.partition("=")
+        if k.startswith("format."):
+            format_overrides.append(a[len("format.") :])
+        else:
+            task_params[k] = parse_value(v)
+    return task_params, format_overrides
+
+
+@app.command()
+def sample(
+    task: str = typer.Argument(..., help="task name (see `seqlab tasks`)"),
+    params: Optional[List[str]] = typer.Argument(None, help="task knobs as key=value; format.key=value renders a format"),
+    n: int = typer.Option(5, "--n", help="number of examples"),
+    seed: int = typer.Option(0, "--seed"),
+    split: str = typer.Option("train", "--split", help="train or test"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
+):
+    """Print examples of a task: prompt, target and the canonical problem in `meta`."""
+    from seqlab.samples import sample_examples
+
+    task_params, fmt_overrides = _split_params(params or [])
+    if n < 0:
+        raise BadInput("--n must be >= 0")
+    for rec in sample_examples(task, task_params, fmt_overrides, n, seed, split):
+        _print_json(rec) if as_json else out.print(f"{rec['prompt']}[bold green]{rec['target']}[/bold green]  [dim]{rec['meta']}[/dim]", highlight=False)
+
+
+@app.command()
+def train(
+    args: Optional[List[str]] = typer.Argument(None, help="[CONFIG.yaml] [key=value ...]"),
+    out_dir: Path = typer.Option(..., "--out", help="run directory (an existing run resumes)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+):
+    """Train a model; rerunning on an existing run directory resumes it."""
+    from seqlab import runs
+
+    args = list(args or [])
+    base, overrides = None, args
+    if args and "=" not in args[0]:
+        base, overrides = runs.load_config_file(args[0]), args[1:]
+    config = runs.resolve_config(base, overrides) if (base is not None or overrides) else None
+    summary = runs.train_run(out_dir, config, quiet=quiet)
+    ev = summary["final_eval"]
+    msg = f"step {summary['step']}"
+    if ev:
+        msg += f", exact match {ev['exact_match']:.4f} on {ev['n']} test problems"
+    typer.echo(f"{msg}; run in {out_dir}", err=True)
+
+
+@app.command("eval")
+def eval_cmd(
+    run_dir: Path = typer.Argument(..., help="a run directory"),
+    lengths: Optional[str] = typer.Option(None, "--lengths", help="A-B or a list, e.g. 1-50 (default: the training range)"),
+    n: int = typer.Option(200, "--n", help="test problems per length"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the test split (default: the run's)"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Exact match per length on held-out problems; writes eval/by_length.json and a plot."""
+    from seqlab import runs
+
+    if n < 1:
+        raise BadInput("--n must be at least 1")
+    config = runs.read_run_config(run_dir)
+    lens = runs.parse_lengths(lengths) if lengths else list(range(config.make_task().config.min_len, config.make_task().config.max_len + 1))
+    result = runs.evaluate_by_length(run_dir, lens, n, seed)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table(title=f"{result['task']}: exact match by length (n={n})")
+    table.add_column("length", justify="right")
+    table.add_column("exact match", justify="right")
+    lo, hi = result["train_range"]
+    for k, v in result["exact_match_by_length"].items():
+        table.add_row(k + (" *" if lo <= int(k) <= hi else ""), f"{v:.3f}")
+    out.print(table)
+    out.print("[dim]* inside the training range[/dim]")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def reproduce(
+    ctx: typer.Context,
+    recipe: str = typer.Argument(..., help="recipe name (see `seqlab recipes`)"),
+    budget: str = typer.Option("cpu", "--budget", help="smoke | cpu | gpu"),
+    seed: int = typer.Option(0, "--seed"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/RECIPE-BUDGET)"),
+    quiet: bool = typer.Option(False, "--quiet"),
+):
+    """Run a reproducible experiment and write results.json, report.md and plots."""
+    from seqlab.recipes import run_recipe
+
+    results = run_recipe(recipe, budget, seed, out_dir, list(ctx.args), quiet=quiet)
+    failed = [c for c in results["claims"] if not c["holds"]]
+    out.print(f"results: {results['out_dir']}/results.json  ({len(results['claims']) - len(failed)}/{len(results['claims'])} claims hold)")
+
+
+@app.command()
+def report(path: Path = typer.Argument(..., help="a run directory or a recipe output folder")):
+    """Write report.md for a run directory (recipe folders write their own)."""
+    from seqlab.report import write_run_report
+
+    typer.echo(str(write_run_report(path)))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except BadInput as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except RunFailed as e:
+        typer.echo(f"run failed: {e}", err=True)
+        sys.exit(1)
+    except ClickException as e:  # usage errors: a missing argument, an unknown option
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `seqlab`: the help was printed
+            sys.exit(0)
+        typer.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(2 if e.exit_code not in (0, 1) else e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:  # `seqlab tasks | head`
+        sys.stderr.close()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

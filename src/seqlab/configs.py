@@ -1,0 +1,103 @@
+"""Typed configs: strict pydantic models that reject unknown keys by naming the nearest one.
+
+Every config in seqlab derives from `Config`. `parse_config` turns a ValidationError into a
+one-line `BadInput` such as ``unknown key 'model.n_layer' (did you mean 'model.n_layers'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from seqlab.errors import BadInput
+
+C = TypeVar("C", bound="Config")
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", serialize_as_any=True)
+
+    def stable_hash(self) -> str:
+        """A hash of the config's content that does not depend on key order or Python's hash seed."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _valid_keys(model_cls: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names valid at `loc` (the location of the offending key's parent)."""
+    cls: Any = model_cls
+    for part in loc:
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        cls = field.annotation
+    return list(getattr(cls, "model_fields", {}))
+
+
+def explain(error: ValidationError, model_cls: type[BaseModel], prefix: str = "") -> str:
+    """One line for the first problem in a ValidationError."""
+    err = error.errors()[0]
+    loc = tuple(str(p) for p in err["loc"])
+    dotted = prefix + ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(model_cls, loc[:-1])
+        near = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+        hint = f" (did you mean '{prefix + '.'.join(loc[:-1] + (near[0],))}'?)" if near else ""
+        if not near and valid:
+            hint = f" (valid keys: {', '.join(valid)})"
+        return f"unknown key '{dotted}'{hint}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if msg.startswith(("unknown key '", "invalid value for '", "unknown task '")):
+        return msg  # a nested config already explained itself
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"invalid value for '{dotted}': {msg}{shown}" if dotted else f"invalid config: {msg}"
+
+
+def parse_config(model_cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as e:
+        raise BadInput(explain(e, model_cls, prefix)) from None
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON where it parses (numbers, booleans, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        low = text.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        if low in ("none", "null"):
+            return None
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings to a nested dict (a copy is returned)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise BadInput(f"expected key=value, got '{item}'")
+        key, _, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise BadInput(f"bad key '{key}' in '{item}'")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise BadInput(f"'{p}' in '{key}' is a value, not a section")
+            node = nxt
+        node[parts[-1]] = parse_value(raw)
+    return out

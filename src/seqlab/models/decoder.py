@@ -1,0 +1,182 @@
+"""A decoder-only transformer in one file: pre-norm blocks, SDPA attention, GELU or SwiGLU MLP.
+
+Position schemes (`ModelConfig.position`):
+  none      NoPE: only the causal mask tells tokens apart (Kazemnejad et al. 2023)
+  learned   a learned embedding per position id, added to the token embedding
+  rope      rotary embeddings on queries and keys (Su et al. 2021)
+  alibi     a linear distance penalty on attention scores (Press et al. 2022)
+  abacus    a learned embedding of each digit's index within its number (McLeish et al. 2024)
+  coupling  a learned embedding of each digit's significance (Cho et al. 2024)
+The last two read position ids made by the format; `learned` reads the standard ids 0, 1, 2, ...
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import model_validator
+
+from seqlab.configs import Config
+from seqlab.models.attention import CausalSelfAttention, SeqContext
+from seqlab.models.positions import rope_cos_sin
+
+POSITIONS = ("none", "learned", "rope", "alibi", "abacus", "coupling")
+# Which position ids each scheme needs from the format.
+FORMAT_POSITION_IDS = {"abacus": "abacus", "coupling": "coupled"}
+
+
+class ModelConfig(Config):
+    arch: Literal["decoder"] = "decoder"
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int | None = None  # default 4 * d_model
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    position: Literal["none", "learned", "rope", "alibi", "abacus", "coupling"] = "rope"
+    max_positions: int = 1024  # size of the position table (learned, abacus, coupling)
+    rope_base: float = 10000.0
+    bias: bool = False
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _check(self):
+        for k in ("n_layers", "d_model", "n_heads", "max_positions"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be positive")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.position == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError("rope needs an even head dimension")
+        return self
+
+    @property
+    def hidden(self) -> int:
+        return self.d_mlp or 4 * self.d_model
+
+
+def make_norm(kind: str, d: int) -> nn.Module:
+    return nn.RMSNorm(d, eps=1e-6) if kind == "rmsnorm" else nn.LayerNorm(d, bias=False)
+
+
+class MLP(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.swiglu = c.mlp == "swiglu"
+        # SwiGLU's gate and up projections share one matmul.
+        self.up = nn.Linear(c.d_model, (2 if self.swiglu else 1) * c.hidden, bias=c.bias)
+        self.down = nn.Linear(c.hidden, c.d_model, bias=c.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h)
+        return self.down(h)
+
+
+class Block(nn.Module):
+    """x + mixer(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, c: ModelConfig, mixer: nn.Module):
+        super().__init__()
+        self.norm1, self.mixer = make_norm(c.norm, c.d_model), mixer
+        self.norm2, self.mlp = make_norm(c.norm, c.d_model), MLP(c)
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x, ctx: SeqContext, cache=None):
+        x = x + self.drop(self.mixer(self.norm1(x), ctx, cache))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_size: int):
+        super().__init__()
+        c = self.config = config
+        self.vocab_size = vocab_size
+        self.tok_emb = nn.Embedding(vocab_size, c.d_model)
+        self.pos_emb = nn.Embedding(c.max_positions, c.d_model) if c.position in ("learned", "abacus", "coupling") else None
+        self.blocks = nn.ModuleList(
+            Block(c, CausalSelfAttention(c.d_model, c.n_heads, c.position, c.bias, c.dropout)) for _ in range(c.n_layers)
+        )
+        self.norm = make_norm(c.norm, c.d_model)
+        self.head = nn.Linear(c.d_model, vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.head.weight = self.tok_emb.weight
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith(("proj.weight", "down.weight")):
+                nn.init.normal_(p, std=0.02 / (2 * c.n_layers) ** 0.5)
+
+    @staticmethod
+    def _init(m: nn.Module):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def state_size(self, seq_len: int) -> int:
+        return sum(b.mixer.state_size(seq_len) for b in self.blocks)
+
+    def forward(self, tokens: torch.Tensor, pos_ids: torch.Tensor | None = None, caches=None, start: int = 0) -> torch.Tensor:
+        """Logits (B, L, V) for tokens (B, L). `pos_ids` are the format's position ids; `start` is
+        the index of the first token in its sequence (non-zero when decoding with `caches`)."""
+        B, L = tokens.shape
+        c = self.config
+        positions = torch.arange(start, start + L, device=tokens.device)[None].expand(B, L)
+        x = self.tok_emb(tokens)  # (B, L, D)
+        if self.pos_emb is not None:
+            ids = positions if pos_ids is None else pos_ids
+            x = x + self.pos_emb(ids)
+        rope = rope_cos_sin(positions[:1], c.d_model // c.n_heads, c.rope_base) if c.position == "rope" else None
+        ctx = SeqContext(positions=positions, rope=rope)
+        for i, block in enumerate(self.blocks):
+            x = block(x, ctx, None if caches is None else caches[i])
+        return self.head(self.norm(x))
+
+    def loss(self, tokens, targets, pos_ids=None) -> torch.Tensor:
+        """Mean cross-entropy over target positions (targets of -100 are ignored)."""
+        logits = self(tokens, pos_ids)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(self, prompt, prompt_pos, pos_base, max_new_tokens: int, eos: int, use_cache: bool = True) -> torch.Tensor:
+        """Greedy decoding for a batch of prompts of equal length.
+
+        prompt, prompt_pos: (B, Lp); pos_base: (B,), the position id of the first new token.
+        Returns (B, max_new_tokens); rows that finished early are filled with `eos`.
+        """
+        B, Lp = prompt.shape
+        out = torch.full((B, max_new_tokens), eos, dtype=torch.long, device=prompt.device)
+        done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
+        tokens, pos = prompt, prompt_pos
+        caches = None
+        if use_cache:
+            dtype = self.tok_emb.weight.dtype
+            caches = [b.mixer.init_cache(B, Lp + max_new_tokens, prompt.device, dtype) for b in self.blocks]
+            logits = self(prompt, prompt_pos, caches, start=0)
+        for j in range(max_new_tokens):
+            if not use_cache:
+                logits = self(tokens, pos)
+            nxt = logits[:, -1].argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+            out[:, j] = nxt
+            done |= nxt == eos
+            if bool(done.all()) or j == max_new_tokens - 1:
+                break
+            new_pos = (pos_base + j)[:, None]
+            if use_cache:
+                logits = self(nxt[:, None], new_pos, caches, start=Lp + j)
+            else:
+                tokens = torch.cat([tokens, nxt[:, None]], 1)
+                pos = torch.cat([pos, new_pos], 1)
+        return out

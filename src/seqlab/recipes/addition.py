@@ -1,0 +1,120 @@
+"""The quickstart: reverse addition of 1-10 digit numbers (Lee et al. 2023), learned on a CPU in minutes.
+
+The model reads position ids coupled by significance (Cho et al. 2024), which makes the digit
+alignment that addition needs a lookup of "the same id": on a 2-core CPU the model passes 99% exact
+match on 10-digit problems within a few hundred steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
+from seqlab.report import length_table, results_header
+from seqlab.runs import evaluate_by_length, resolve_config, train_run
+from seqlab.eval.plots import accuracy_by_length
+
+TRAIN_LENGTHS = (1, 10)
+
+# Position scheme -> format settings that go with it in the literature.
+SCHEME_FORMATS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "learned": {},
+    "rope": {},
+    "alibi": {},
+    "abacus": {"reverse_operands": True},  # McLeish et al. 2024 write operands least significant first
+    "coupling": {},
+}
+
+
+def reverse_addition_config(position: str, s: dict[str, Any], seed: int, index_hints: bool = False):
+    """A RunConfig for reverse addition on operands of 1-10 digits under one position scheme."""
+    fmt = {"reverse_output": True, **SCHEME_FORMATS[position]}
+    if position in ("abacus", "coupling") or index_hints:
+        fmt["max_offset"] = s["max_offset"]
+    if index_hints:
+        fmt["index_hints"] = True
+    base = {
+        "task": {"name": "addition", "min_len": TRAIN_LENGTHS[0], "max_len": TRAIN_LENGTHS[1]},
+        "format": fmt,
+        "model": {**s["model"], "position": position},
+        "train": {**s["train"], "seed": seed},
+    }
+    return resolve_config(base)
+
+
+BUDGETS = {
+    "smoke": {
+        "model": {"n_layers": 1, "d_model": 32, "n_heads": 2},
+        "train": {"steps": 20, "batch_size": 32, "eval_every": 10, "eval_n": 16, "log_every": 10, "lr": 3e-3, "warmup": 5},
+        "max_offset": 20, "n_at_10": 20, "n_per_length": 10, "lengths": [1, 5, 10, 12],
+    },
+    "cpu": {
+        "model": {"n_layers": 2, "d_model": 128, "n_heads": 4},
+        "train": {"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup": 50, "eval_every": 100, "eval_n": 200,
+                  "eval_length": 10, "target_accuracy": 0.995, "log_every": 50, "checkpoint_every": 250},
+        "max_offset": 20, "n_at_10": 1000, "n_per_length": 200, "lengths": list(range(1, 13)),
+    },
+    "gpu": {
+        "model": {"n_layers": 4, "d_model": 256, "n_heads": 8},
+        "train": {"steps": 5000, "batch_size": 256, "lr": 1e-3, "warmup": 200, "eval_every": 250, "eval_n": 500,
+                  "eval_length": 10, "target_accuracy": 0.999, "log_every": 50, "checkpoint_every": 500},
+        "max_offset": 20, "n_at_10": 1000, "n_per_length": 1000, "lengths": list(range(1, 13)),
+    },
+}
+
+
+def run(ctx: Context) -> Outcome:
+    s = ctx.settings
+    run_dir = ctx.run_dir("reverse-addition")
+    summary = train_run(run_dir, reverse_addition_config("coupling", s, ctx.seed), quiet=ctx.quiet)
+    at10 = evaluate_by_length(run_dir, [10], s["n_at_10"], label="at_10")
+    table = evaluate_by_length(run_dir, s["lengths"], s["n_per_length"])
+    curve = {int(k): v for k, v in table["exact_match_by_length"].items()}
+    accuracy_by_length({"coupling": curve}, ctx.out / "plots" / "accuracy_by_length.png", TRAIN_LENGTHS,
+                       title="reverse addition: exact match by operand length")
+    metrics = {"exact_match@10": at10["exact_match_by_length"]["10"], "n@10": s["n_at_10"],
+               "train_steps": summary["step"], "train_seconds": round(summary["train_seconds"] or 0.0, 1),
+               "n_params": summary["n_params"],
+               **{f"exact_match_by_length.{k}": v for k, v in table["exact_match_by_length"].items()}}
+    if not ctx.quiet:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"reverse addition: exact match by length (n={s['n_per_length']}; trained on 1-10 digits)")
+        t.add_column("digits", justify="right")
+        t.add_column("exact match", justify="right")
+        for L, v in curve.items():
+            t.add_row(str(L), f"{v:.3f}")
+        Console(stderr=True).print(t)
+    return Outcome(metrics=metrics, runs={"reverse-addition": "runs/reverse-addition"},
+                   artifacts=["plots/accuracy_by_length.png"], extra={"lengths": s["lengths"]})
+
+
+def report(ctx: Context, results: dict[str, Any]) -> str:
+    m = results["metrics"]
+    curve = {int(k.split(".")[1]): v for k, v in m.items() if k.startswith("exact_match_by_length.")}
+    return (results_header(results, "Reverse addition (quickstart)")
+            + "A decoder (coupled position ids, Cho et al. 2024) trained on reverse addition "
+              "(answer written least significant digit first, Lee et al. 2023) with operands of 1-10 digits.\n\n"
+            + f"- exact match on {m['n@10']} held-out 10-digit problems: **{m['exact_match@10']:.4f}**\n"
+            + f"- training: {m['train_steps']} steps in {m['train_seconds']} s; {m['n_params']:,} parameters\n\n"
+            + "## Exact match by operand length\n\n" + length_table({"exact match": curve}, sorted(curve))
+            + "\n![accuracy by length](plots/accuracy_by_length.png)\n")
+
+
+register(Recipe(
+    name="addition",
+    paper="Lee et al. 2023, Teaching Arithmetic to Small Transformers",
+    description="reverse addition of 1-10 digit numbers; exact match by length (the quickstart)",
+    budgets=BUDGETS,
+    claims=[
+        Claim("reverse addition learned to 10 digits (1,000 held-out 10-digit problems)", "Lee et al. 2023",
+              metric="exact_match@10", threshold=0.99),
+        Claim("the whole command finishes within 5 minutes on a 2-core CPU", "seqlab target",
+              metric="wall_seconds", threshold=300.0, direction="at_most", budgets=("cpu",)),
+    ],
+    run=run,
+    report=report,
+    minutes={"smoke": 0.5, "cpu": 2.0},
+))

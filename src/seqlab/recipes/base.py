@@ -1,0 +1,144 @@
+"""Recipes as data: a paper, its claims with thresholds, budgets, and a run function.
+
+`run_recipe` owns results.json: it times the run, computes each claim's `holds` from the measured
+metric, and writes the file atomically. A recipe's run function only trains, measures and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import seqlab
+from seqlab.errors import BadInput
+from seqlab.io import atomic_write_text, write_json
+from seqlab.runs import check_writable
+from seqlab.train import pick_device
+
+BUDGETS = ("smoke", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A statement the recipe tests: `metric` compared with `threshold` (`at_least` or `at_most`)."""
+
+    name: str
+    source: str
+    metric: str
+    threshold: float
+    paper_value: float | None = None
+    direction: str = "at_least"
+    budgets: tuple[str, ...] = ("cpu", "gpu")  # the budgets at which the claim is tested
+
+    def judge(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        ours = metrics.get(self.metric)
+        holds = ours is not None and (ours >= self.threshold if self.direction == "at_least" else ours <= self.threshold)
+        return {"name": self.name, "source": self.source, "metric": self.metric, "paper_value": self.paper_value,
+                "ours": ours, "threshold": self.threshold, "direction": self.direction, "holds": bool(holds)}
+
+
+@dataclass
+class Context:
+    """What a recipe's run function gets: where to write, the budget's settings, options, seed."""
+
+    out: Path
+    budget: str
+    seed: int
+    settings: dict[str, Any]
+    options: argparse.Namespace
+    quiet: bool = False
+
+    def run_dir(self, label: str) -> Path:
+        return self.out / "runs" / label
+
+
+@dataclass
+class Outcome:
+    metrics: dict[str, Any]
+    runs: dict[str, str] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    name: str
+    paper: str
+    description: str
+    budgets: dict[str, dict[str, Any]]
+    claims: list[Claim]
+    run: Callable[[Context], Outcome]
+    report: Callable[[Context, dict[str, Any]], str]
+    options: Callable[[argparse.ArgumentParser], None] | None = None
+    minutes: dict[str, float] = field(default_factory=dict)  # the time each budget is meant to take here
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        near = difflib.get_close_matches(name, list(RECIPES), n=1)
+        raise BadInput(f"unknown recipe '{name}'" + (f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(RECIPES))})"))
+    return RECIPES[name]
+
+
+def parse_options(recipe: Recipe, args: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"seqlab reproduce {recipe.name}", add_help=False, exit_on_error=False)
+    if recipe.options:
+        recipe.options(parser)
+    try:
+        ns, rest = parser.parse_known_args(args)
+    except (argparse.ArgumentError, SystemExit) as e:
+        raise BadInput(f"{recipe.name}: {e}") from None
+    if rest:
+        raise BadInput(f"{recipe.name}: unknown option {rest[0]!r}")
+    return ns
+
+
+def run_recipe(name: str, budget: str, seed: int, out: Path | None, args: list[str], quiet: bool = False) -> dict[str, Any]:
+    recipe = get_recipe(name)
+    if budget not in BUDGETS:
+        raise BadInput(f"unknown budget '{budget}' (use smoke, cpu or gpu)")
+    if budget not in recipe.budgets:
+        raise BadInput(f"recipe '{name}' has no '{budget}' budget (it has: {', '.join(recipe.budgets)})")
+    options = parse_options(recipe, args)
+    out = Path(out) if out is not None else Path("runs") / f"{name}-{budget}"
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out} exists and is not a directory")
+    check_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(out=out, budget=budget, seed=seed, settings=recipe.budgets[budget], options=options, quiet=quiet)
+    t0 = time.perf_counter()
+    outcome = recipe.run(ctx)
+    wall = time.perf_counter() - t0
+    metrics = {**outcome.metrics, "wall_seconds": round(wall, 2)}
+    # A smoke run checks the wiring; it claims nothing.
+    claims = [c.judge(metrics) for c in recipe.claims if budget in c.budgets]
+    results = {
+        "recipe": name, "budget": budget, "seed": seed, "device": str(pick_device()),
+        "seqlab_version": seqlab.__version__, "wall_seconds": round(wall, 2),
+        "metrics": metrics, "claims": claims, "artifacts": outcome.artifacts, "runs": outcome.runs,
+        "options": vars(options), "platform": {"python": platform.python_version(), "torch": torch.__version__,
+                                               "threads": torch.get_num_threads()},
+        **outcome.extra,
+    }
+    text = recipe.report(ctx, results)
+    atomic_write_text(out / "report.md", text)
+    if "report.md" not in results["artifacts"]:
+        results["artifacts"].append("report.md")
+    write_json(out / "results.json", results)
+    results["out_dir"] = str(out)
+    return results

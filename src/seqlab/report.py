@@ -1,0 +1,79 @@
+"""report.md for a run directory or a recipe's output folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from seqlab.errors import BadInput
+from seqlab.io import atomic_write_text, read_json, read_jsonl
+
+
+def claims_table(results: dict[str, Any]) -> str:
+    if not results.get("claims"):
+        return "_This budget checks the wiring only; it makes no claims._\n"
+    lines = ["| claim | source | paper | ours | threshold | holds |", "|---|---|---|---|---|---|"]
+    for c in results["claims"]:
+        paper = "—" if c["paper_value"] is None else f"{c['paper_value']:.3g}"
+        ours = "—" if c["ours"] is None else f"{c['ours']:.4g}"
+        sign = "≥" if c["direction"] == "at_least" else "≤"
+        lines.append(f"| {c['name']} | {c['source']} | {paper} | {ours} | {sign} {c['threshold']:.4g} | "
+                     f"{'yes' if c['holds'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def results_header(results: dict[str, Any], title: str) -> str:
+    return (f"# {title}\n\n"
+            f"`seqlab reproduce {results['recipe']} --budget {results['budget']} --seed {results['seed']}` · "
+            f"device {results['device']} · seqlab {results['seqlab_version']} · {results['wall_seconds']:.0f} s\n\n"
+            f"## Claims\n\n{claims_table(results)}\n")
+
+
+def length_table(curves: dict[str, dict[int, float]], lengths: list[int]) -> str:
+    """Markdown table: one row per length, one column per curve."""
+    labels = list(curves)
+    lines = ["| length | " + " | ".join(labels) + " |", "|---:|" + "---:|" * len(labels)]
+    for L in lengths:
+        cells = [f"{curves[k][L]:.3f}" if L in curves[k] else "—" for k in labels]
+        lines.append(f"| {L} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_run_report(path: Path) -> Path:
+    path = Path(path)
+    if (path / "results.json").is_file():
+        return _recipe_report(path)
+    if not (path / "config.json").is_file():
+        raise BadInput(f"{path} is neither a run directory nor a recipe output folder")
+    config = read_json(path / "config.json")
+    metrics = read_jsonl(path / "metrics.jsonl")
+    parts = [f"# Run {path.name}\n", "## Config\n", "```json\n" + json.dumps(config, indent=2) + "\n```\n"]
+    if metrics:
+        last = metrics[-1]
+        evals = [m for m in metrics if "eval_exact_match" in m]
+        parts.append("## Training\n")
+        parts.append(f"- steps: {last['step']}\n- last logged loss: {last.get('loss', float('nan')):.4f}\n")
+        if evals:
+            parts.append(f"- last periodic exact match: {evals[-1]['eval_exact_match']:.4f} (step {evals[-1]['step']})\n")
+    for ev in sorted((path / "eval").glob("*.json")):
+        data = read_json(ev)
+        if "exact_match_by_length" in data:
+            curve = {int(k): v for k, v in data["exact_match_by_length"].items()}
+            parts.append(f"\n## Evaluation: {ev.stem} (n={data['n']} per length)\n\n")
+            parts.append(length_table({"exact match": curve}, sorted(curve)))
+    for png in sorted((path / "plots").glob("*.png")):
+        parts.append(f"\n![{png.stem}](plots/{png.name})\n")
+    out = path / "report.md"
+    atomic_write_text(out, "".join(parts))
+    return out
+
+
+def _recipe_report(path: Path) -> Path:
+    results = read_json(path / "results.json")
+    text = results_header(results, f"{results['recipe']} ({results['budget']})")
+    text += "## Metrics\n\n" + "".join(f"- `{k}`: {v}\n" for k, v in results["metrics"].items())
+    text += "".join(f"\n![{a}]({a})\n" for a in results.get("artifacts", []) if a.endswith(".png"))
+    out = path / "report.md"
+    atomic_write_text(out, text)
+    return out

@@ -1,0 +1,7 @@
+"""Procedurally generated tasks (no torch). `get("addition", max_len=10).example(seed, "train", i)`."""
+
+from seqlab.tasks.base import Example, Task, TaskConfig
+from seqlab.tasks.registry import TASKS, get, names, register, task_class
+from seqlab.tasks import arithmetic, strings  # noqa: F401  (registers the tasks)
+
+__all__ = ["Example", "Task", "TaskConfig", "TASKS", "get", "names", "register", "task_class"]

@@ -1,0 +1,158 @@
+"""The task contract: a typed config, a generator, and a pure function from (seed, split, i) to an example.
+
+Tasks are plain Python (no torch): a researcher can `from seqlab.tasks import get` and use the
+generators on their own. Formatting into tokens (reversal, padding, index hints, position ids)
+happens later, in `seqlab.formats`; a task only says what the problem and its answer are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import model_validator
+
+from seqlab.configs import Config
+from seqlab.errors import BadInput
+
+SPLITS = ("train", "test")
+# Share of the problem space that belongs to the test split. Every problem is assigned to one
+# split by a hash of (seed, problem), so the two streams can never share an example.
+TEST_SHARE = 1 / 8
+MAX_TRIES = 2000
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem in canonical form.
+
+    `fields` are the operands as written (numbers most significant digit first); the prompt is
+    the fields joined by `ops` (`ops[k]` follows `fields[k]`, the last op is "="). `meta` holds the
+    canonical problem, its answer and slice labels, as DESIGN.md specifies for `seqlab sample`.
+    """
+
+    fields: tuple[str, ...]
+    ops: tuple[str, ...]
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> str:
+        return "".join(f + o for f, o in zip(self.fields, self.ops))
+
+    @property
+    def target(self) -> str:
+        return self.answer
+
+
+class TaskConfig(Config):
+    """Difficulty knobs shared by every task: how operand lengths are drawn.
+
+    - ``independent``: each operand's length is drawn uniformly from [min_len, max_len], independently
+      (Lee, Cai et al. 2025).
+    - ``pairs``: the tuples of operand lengths are visited in a fixed cycle by example index, so every
+      length pair occurs equally often in any window of that many examples, not only on average
+      (McLeish et al. 2024 sample all length pairs with equal frequency).
+    - ``fixed``: every operand has length `max_len` (for evaluation by length).
+    """
+
+    sampling: Literal["independent", "pairs", "fixed"] = "independent"
+    min_len: int = 1
+    max_len: int = 10
+
+    @model_validator(mode="after")
+    def _check_lengths(self):
+        if self.min_len < 1:
+            raise ValueError("min_len must be at least 1")
+        if self.max_len < self.min_len and self.sampling != "fixed":
+            raise ValueError(f"max_len ({self.max_len}) is below min_len ({self.min_len})")
+        return self
+
+    def at_length(self, n: int) -> "TaskConfig":
+        """This config with every operand fixed to length n."""
+        return self.model_copy(update={"sampling": "fixed", "min_len": n, "max_len": n})
+
+
+class Task:
+    """Base class of every task. Subclasses set `name`, `Config`, `slice_key` and implement `draw`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TaskConfig]] = TaskConfig
+    n_operands: ClassVar[int] = 1
+    # Numbers align from the right (least significant digit last); strings from the left.
+    align: ClassVar[Literal["left", "right"]] = "left"
+    numeric: ClassVar[bool] = False
+    slice_key: ClassVar[str] = "length"
+
+    def __init__(self, config: TaskConfig | None = None):
+        self.config = config if config is not None else self.Config()
+
+    # -- what subclasses provide -------------------------------------------------------------
+    def alphabet(self) -> str:
+        """Every character that can appear in an operand or an answer."""
+        raise NotImplementedError
+
+    def symbols(self) -> str:
+        """Every separator character the prompt uses (operators and '=')."""
+        return "="
+
+    def draw(self, rng: random.Random, lengths: tuple[int, ...]) -> Example:
+        """One problem whose operands have the given lengths."""
+        raise NotImplementedError
+
+    # -- shared machinery ----------------------------------------------------------------------
+    def operand_lengths(self, rng: random.Random, i: int) -> tuple[int, ...]:
+        c = self.config
+        k = self.n_operands
+        if c.sampling == "fixed":
+            return (c.max_len,) * k
+        span = c.max_len - c.min_len + 1
+        if c.sampling == "pairs":
+            out, j = [], i
+            for _ in range(k):
+                out.append(c.min_len + j % span)
+                j //= span
+            return tuple(out)
+        return tuple(rng.randint(c.min_len, c.max_len) for _ in range(k))
+
+    def example(self, seed: int, split: str, i: int) -> Example:
+        """Example i of a split: a pure function of (config, seed, split, i)."""
+        if split not in SPLITS:
+            raise BadInput(f"unknown split '{split}' (use train or test)")
+        rng = random.Random(f"{self.name}:{seed}:{split}:{i}")
+        lengths = self.operand_lengths(rng, i)
+        want_test = split == "test"
+        for _ in range(MAX_TRIES):
+            ex = self.draw(rng, lengths)
+            if in_test_split(seed, ex) == want_test:
+                return ex
+        raise BadInput(
+            f"{self.name}: cannot find a {split} example with operand lengths {lengths}: "
+            "the problem space is too small to split into train and test"
+        )
+
+    def examples(self, seed: int, split: str, n: int, start: int = 0) -> list[Example]:
+        return [self.example(seed, split, i) for i in range(start, start + n)]
+
+    def at_length(self, n: int) -> "Task":
+        """The same task with every operand fixed to length n (for evaluation by length)."""
+        return type(self)(self.config.at_length(n))
+
+    def describe(self) -> str:
+        return (self.__doc__ or "").strip().splitlines()[0]
+
+
+def in_test_split(seed: int, ex: Example) -> bool:
+    """Whether a problem belongs to the test split for this seed (a hash of the problem)."""
+    key = f"{seed}|{'|'.join(ex.fields)}".encode()
+    h = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+    return h < TEST_SHARE * 2**64
+
+
+def random_number(rng: random.Random, n_digits: int) -> int:
+    """A uniformly random integer with exactly n_digits digits (0-9 for one digit)."""
+    if n_digits == 1:
+        return rng.randint(0, 9)
+    return rng.randint(10 ** (n_digits - 1), 10**n_digits - 1)

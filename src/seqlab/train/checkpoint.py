@@ -1,0 +1,89 @@
+"""Checkpoints: safetensors weights and optimizer moments, plus a JSON trainer state.
+
+Layout: ``checkpoints/step_00000500/{model,optimizer}.safetensors`` and ``state.json``, and
+``checkpoints/latest.json`` naming the newest. A checkpoint folder is written under a temporary name
+and renamed into place, and `latest.json` is replaced atomically after it, so a killed run always
+finds a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from seqlab.errors import BadInput
+from seqlab.io import read_json, write_json
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return {k: v.contiguous() for k, v in tensors.items()}, sd["param_groups"]
+
+
+def save_checkpoint(run_dir: Path, step: int, model, opt, state: dict[str, Any], keep: int = 2) -> Path:
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    tmp = ckpt_root / f".tmp_{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"))
+    tensors, groups = _optimizer_tensors(opt)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    write_json(tmp / "state.json", {**state, "step": step, "param_groups": groups})
+    final = ckpt_root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_json(ckpt_root / "latest.json", {"step": step, "dir": name})
+    older = sorted(p for p in ckpt_root.glob("step_*") if p.name != name)
+    for old in older[: max(len(older) - (keep - 1), 0)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = Path(run_dir) / "checkpoints" / "latest.json"
+    if not pointer.exists():
+        return None
+    try:
+        return Path(run_dir) / "checkpoints" / read_json(pointer)["dir"]
+    except (json.JSONDecodeError, KeyError, TypeError, OSError):
+        raise BadInput(f"{pointer} is unreadable: the checkpoint index is corrupted") from None
+
+
+def load_checkpoint(path: Path, model, opt=None) -> dict[str, Any]:
+    """Load weights (and optimizer, RNG) in place; returns the JSON trainer state."""
+    try:
+        state = read_json(path / "state.json")
+        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+        if missing or unexpected:
+            raise BadInput(f"checkpoint {path} does not fit this model (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+        if opt is not None:
+            tensors = load_file(str(path / "optimizer.safetensors"))
+            rng = tensors.pop("rng.torch")
+            per_param: dict[int, dict[str, torch.Tensor]] = {}
+            for key, v in tensors.items():
+                idx, k = key.split(".", 1)
+                per_param.setdefault(int(idx), {})[k] = v
+            opt.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+            torch.set_rng_state(rng)
+    except BadInput:
+        raise
+    except (OSError, SafetensorError, json.JSONDecodeError, KeyError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BadInput(f"checkpoint {path} is unreadable ({first})") from None
+    return state

@@ -1,0 +1,162 @@
+"""The trainer: AdamW, a warmup schedule, gradient clipping, periodic evaluation, checkpoints, resume.
+
+The trainer knows nothing of decoding: periodic evaluation is a function passed in by the caller,
+which keeps `train` above `eval` in the layer order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from seqlab.data import TrainStream
+from seqlab.errors import RunFailed
+from seqlab.io import atomic_write_text, read_jsonl
+from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from seqlab.train.config import TrainConfig
+from seqlab.train.schedule import lr_at
+
+Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def make_optimizer(model: torch.nn.Module, c: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms, biases or embeddings' bias-like vectors)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), foreach=True)
+
+
+class Trainer:
+    def __init__(self, model, stream: TrainStream, config: TrainConfig, run_dir: Path,
+                 evaluate: Evaluator | None = None, quiet: bool = False):
+        self.c, self.stream, self.run_dir = config, stream, Path(run_dir)
+        self.device = pick_device(config.device)
+        self.model = model.to(self.device)
+        self.opt = make_optimizer(self.model, config)
+        self.evaluate = evaluate
+        self.quiet = quiet
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.step = 0
+        self.state: dict[str, Any] = {"stopped_early": False, "best_eval": None, "train_seconds": 0.0}
+        if config.compile:
+            self._forward = torch.compile(self.model.loss)
+        else:
+            self._forward = self.model.loss
+
+    # -- resume --------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Load the newest checkpoint if there is one; drop metrics logged after it."""
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        state = load_checkpoint(path, self.model, self.opt)
+        self.step = state["step"]
+        self.state = {k: state[k] for k in self.state if k in state}
+        kept = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= self.step]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.c.steps or self.state.get("stopped_early", False)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.device.type == "cuda" and self.c.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _train_step(self, step: int) -> tuple[float, int]:
+        c = self.c
+        lr = lr_at(step, lr=c.lr, steps=c.steps, warmup=c.warmup, schedule=c.schedule,
+                   min_lr_ratio=c.min_lr_ratio, decay_frac=c.decay_frac)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        batch = self.stream.batch(step).to(self.device)
+        with self._autocast():
+            loss = self._forward(batch.tokens, batch.targets, batch.pos_ids)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise RunFailed(
+                f"loss became {value} at step {step + 1}; stopped. The last good checkpoint is kept "
+                f"(try a lower train.lr than {c.lr})"
+            )
+        loss.backward()
+        if c.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return value, batch.n_tokens
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _checkpoint(self) -> None:
+        save_checkpoint(self.run_dir, self.step, self.model, self.opt, self.state, keep=self.c.keep_checkpoints)
+
+    def _progress(self) -> Progress:
+        cols = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), TimeRemainingColumn()]
+        return Progress(*cols, console=Console(stderr=True), disable=self.quiet, transient=False)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to `steps` (or to the target accuracy), checkpointing on the way. Returns the last eval."""
+        c = self.c
+        self.model.train()
+        last_eval: dict[str, Any] | None = None
+        loss_sum, tok_sum, n_sum, t_log = 0.0, 0, 0, time.perf_counter()
+        with self._progress() as bar:
+            task_id = bar.add_task("train", total=c.steps, completed=self.step, info="")
+            while not self.finished:
+                t0 = time.perf_counter()
+                loss, n_tok = self._train_step(self.step)
+                self.state["train_seconds"] += time.perf_counter() - t0
+                self.step += 1
+                loss_sum, tok_sum, n_sum = loss_sum + loss, tok_sum + n_tok, n_sum + 1
+                record: dict[str, Any] = {}
+                if self.step % c.log_every == 0 or self.step == c.steps:
+                    now = time.perf_counter()
+                    record.update(loss=loss_sum / n_sum, lr=self.opt.param_groups[0]["lr"],
+                                  tokens_per_s=tok_sum / max(now - t_log, 1e-9))
+                    loss_sum, tok_sum, n_sum, t_log = 0.0, 0, 0, now
+                if self.evaluate is not None and (self.step % c.eval_every == 0 or self.step == c.steps):
+                    last_eval = self.evaluate(self.model)
+                    self.model.train()
+                    record["eval_exact_match"] = last_eval["exact_match"]
+                    best = self.state["best_eval"]
+                    self.state["best_eval"] = max(best or 0.0, last_eval["exact_match"])
+                    if c.target_accuracy is not None and last_eval["exact_match"] >= c.target_accuracy:
+                        self.state["stopped_early"] = True
+                    t_log = time.perf_counter()  # evaluation time is not training throughput
+                if record:
+                    self._log({"step": self.step, **record, "train_seconds": round(self.state["train_seconds"], 3)})
+                    info = f"loss {record['loss']:.4f}" if "loss" in record else ""
+                    if "tokens_per_s" in record:
+                        info += f"  {record['tokens_per_s']:,.0f} tok/s"
+                    if last_eval is not None:
+                        info += f"  acc {last_eval['exact_match']:.3f}"
+                    bar.update(task_id, info=info)
+                if self.step % c.checkpoint_every == 0 or self.finished:
+                    self._checkpoint()
+                bar.update(task_id, completed=self.step)
+        return last_eval or {}
