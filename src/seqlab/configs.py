@@ -56,7 +56,7 @@ def explain(error: ValidationError, model_cls: type[BaseModel], prefix: str = ""
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    if msg.startswith(("unknown key '", "invalid value for '", "unknown task '")):
+    if msg.startswith(("unknown ", "invalid value for '")):
         return msg  # a nested config already explained itself
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -106,10 +107,18 @@ def read_run_config(run_dir: Path) -> RunConfig:
 
 
 def check_writable(path: Path) -> None:
-    path = Path(path)
+    """Fail early, with one line, where `path` (or the folder it would be made in) cannot be written.
+
+    A real probe file, not os.access: root passes permission checks but not a read-only mount or an
+    immutable folder."""
+    path = Path(path).absolute()
     probe_dir = path if path.exists() else next(p for p in path.parents if p.exists())
-    if not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise BadInput(f"cannot write to {probe_dir} (permission denied)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=probe_dir, prefix=".seqlab-write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise BadInput(f"cannot write to {probe_dir} ({e.strerror or e})") from None
 
 
 def _same_run(old: RunConfig, new: RunConfig) -> str | None:
@@ -163,15 +172,15 @@ def train_run(out: Path, config: RunConfig | None = None, quiet: bool = False) -
         torch.set_num_threads(config.train.threads)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, fmt.tokenizer.vocab_size)  # rebuilt after seeding: init depends on the seed
-    out.mkdir(parents=True, exist_ok=True)
-    if not is_run_dir(out):
-        write_json(out / "config.json", {**config.to_json(), "seqlab_version": seqlab.__version__, "git_commit": git_commit()})
-    else:  # resuming, possibly with more steps
-        write_json(out / "config.json", {**read_json(out / "config.json"), "train": config.train.to_json()})
     device = pick_device(config.train.device)
     stream = TrainStream(task, fmt, config.train.seed, config.train.batch_size)
     trainer = Trainer(model, stream, config.train, out, make_evaluator(config, task, fmt, device), quiet=quiet)
-    resumed = trainer.resume()
+    resumed = trainer.resume()  # reads (and checks) the checkpoint before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    if not resumed and not is_run_dir(out):
+        write_json(out / "config.json", {**config.to_json(), "seqlab_version": seqlab.__version__, "git_commit": git_commit()})
+    elif config.train.steps != read_run_config(out).train.steps:  # resuming with more steps
+        write_json(out / "config.json", {**read_json(out / "config.json"), "train": config.train.to_json()})
     t0 = time.perf_counter()
     final = trainer.fit() if not trainer.finished else {}
     return {"run_dir": str(out), "resumed": resumed, "step": trainer.step, "final_eval": final,

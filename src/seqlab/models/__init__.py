@@ -11,11 +11,16 @@ MODELS = {"decoder": Decoder}
 DESCRIPTIONS = {"decoder": "decoder-only transformer; positions: " + ", ".join(POSITIONS)}
 
 
+def check_arch(name: str) -> None:
+    if name not in MODELS:
+        near = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(MODELS))})"
+        raise BadInput(f"unknown model '{name}'{hint}")
+
+
 def build(config: ModelConfig, vocab_size: int):
-    if config.arch not in MODELS:
-        near = difflib.get_close_matches(config.arch, list(MODELS), n=1)
-        raise BadInput(f"unknown model '{config.arch}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
+    check_arch(config.arch)
     return MODELS[config.arch](config, vocab_size)
 
 
-__all__ = ["Decoder", "ModelConfig", "MODELS", "build", "POSITIONS", "FORMAT_POSITION_IDS"]
+__all__ = ["check_arch", "Decoder", "ModelConfig", "MODELS", "build", "POSITIONS", "FORMAT_POSITION_IDS"]

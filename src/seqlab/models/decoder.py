@@ -29,7 +29,7 @@ FORMAT_POSITION_IDS = {"abacus": "abacus", "coupling": "coupled"}
 
 
 class ModelConfig(Config):
-    arch: Literal["decoder"] = "decoder"
+    arch: str = "decoder"  # checked against the model registry
     n_layers: int = 4
     d_model: int = 128
     n_heads: int = 4

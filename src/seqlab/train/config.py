@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from seqlab.configs import Config, parse_config
 from seqlab.formats import FormatConfig
-from seqlab.models import FORMAT_POSITION_IDS, ModelConfig
+from seqlab.models import FORMAT_POSITION_IDS, ModelConfig, check_arch
 from seqlab.tasks import task_class
 
 
@@ -77,6 +77,7 @@ class RunConfig(Config):
 
     @model_validator(mode="after")
     def _positions_agree(self):
+        check_arch(self.model.arch)
         need = FORMAT_POSITION_IDS.get(self.model.position, "standard")
         have = self.format.position_ids
         if have not in ("auto", need):

@@ -56,7 +56,10 @@ class Trainer:
         self.quiet = quiet
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.step = 0
-        self.state: dict[str, Any] = {"stopped_early": False, "best_eval": None, "train_seconds": 0.0}
+        # loss_window: (sum, count) of losses since the last log line, kept in checkpoints so a resumed
+        # run logs exactly the averages an uninterrupted one would.
+        self.state: dict[str, Any] = {"stopped_early": False, "best_eval": None, "train_seconds": 0.0,
+                                      "loss_window": [0.0, 0]}
         if config.compile:
             self._forward = torch.compile(self.model.loss)
         else:
@@ -66,11 +69,13 @@ class Trainer:
     def resume(self) -> bool:
         """Load the newest checkpoint if there is one; drop metrics logged after it."""
         path = latest_checkpoint(self.run_dir)
-        if path is None:
+        if path is None:  # killed before its first checkpoint: start again from step 0
+            if self.metrics_path.exists():
+                atomic_write_text(self.metrics_path, "")
             return False
         state = load_checkpoint(path, self.model, self.opt)
         self.step = state["step"]
-        self.state = {k: state[k] for k in self.state if k in state}
+        self.state.update({k: state[k] for k in self.state if k in state})
         kept = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= self.step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         return True
@@ -124,7 +129,7 @@ class Trainer:
         c = self.c
         self.model.train()
         last_eval: dict[str, Any] | None = None
-        loss_sum, tok_sum, n_sum, t_log = 0.0, 0, 0, time.perf_counter()
+        tok_sum, t_log = 0, time.perf_counter()
         with self._progress() as bar:
             task_id = bar.add_task("train", total=c.steps, completed=self.step, info="")
             while not self.finished:
@@ -132,13 +137,16 @@ class Trainer:
                 loss, n_tok = self._train_step(self.step)
                 self.state["train_seconds"] += time.perf_counter() - t0
                 self.step += 1
-                loss_sum, tok_sum, n_sum = loss_sum + loss, tok_sum + n_tok, n_sum + 1
+                window = self.state["loss_window"]
+                window[0], window[1] = window[0] + loss, window[1] + 1
+                tok_sum += n_tok
                 record: dict[str, Any] = {}
                 if self.step % c.log_every == 0 or self.step == c.steps:
                     now = time.perf_counter()
-                    record.update(loss=loss_sum / n_sum, lr=self.opt.param_groups[0]["lr"],
+                    record.update(loss=window[0] / window[1], lr=self.opt.param_groups[0]["lr"],
                                   tokens_per_s=tok_sum / max(now - t_log, 1e-9))
-                    loss_sum, tok_sum, n_sum, t_log = 0.0, 0, 0, now
+                    self.state["loss_window"] = [0.0, 0]
+                    tok_sum, t_log = 0, now
                 if self.evaluate is not None and (self.step % c.eval_every == 0 or self.step == c.steps):
                     last_eval = self.evaluate(self.model)
                     self.model.train()

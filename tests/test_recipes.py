@@ -1,0 +1,44 @@
+"""Every recipe runs at its smoke budget and writes results.json as DESIGN.md specifies."""
+
+import json
+
+import pytest
+
+from seqlab.recipes import RECIPES
+from seqlab.recipes.base import Claim
+
+REQUIRED = {"recipe", "budget", "seed", "device", "seqlab_version", "wall_seconds", "metrics", "claims", "artifacts", "runs"}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_smoke(cli, tmp_path, name):
+    out = tmp_path / name
+    code, _, err = cli("reproduce", name, "--budget", "smoke", "--out", out, "--quiet")
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert REQUIRED <= set(results)
+    assert results["recipe"] == name and results["budget"] == "smoke" and results["claims"] == []
+    for artifact in results["artifacts"]:
+        assert (out / artifact).is_file(), artifact
+    for label, run in results["runs"].items():
+        assert (out / run / "config.json").is_file(), label
+        # A recipe's runs are ordinary run directories: `seqlab eval` works on them.
+        code, stdout, err = cli("eval", out / run, "--lengths", "2", "--n", "3", "--json")
+        assert code == 0, err
+    assert (out / "report.md").read_text().startswith("# ")
+
+
+def test_claims_are_computed_from_measurements():
+    at_least = Claim("x", "paper", metric="m", threshold=0.9)
+    assert at_least.judge({"m": 0.95})["holds"] is True
+    assert at_least.judge({"m": 0.85})["holds"] is False
+    assert at_least.judge({})["holds"] is False  # nothing measured: the claim does not hold
+    at_most = Claim("t", "target", metric="s", threshold=300, direction="at_most")
+    assert at_most.judge({"s": 120})["holds"] is True and at_most.judge({"s": 301})["holds"] is False
+
+
+def test_longest_length_at_level():
+    from seqlab.recipes.length_generalization import longest_at
+
+    assert longest_at({1: 1.0, 2: 0.99, 3: 0.5, 4: 1.0}, 0.95) == 2
+    assert longest_at({1: 0.2, 2: 1.0}, 0.95) == 0
