@@ -6,8 +6,11 @@ cursor is just the step number and a resumed run sees exactly the batches it wou
 
 from __future__ import annotations
 
+import queue
 import random
+import threading
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -34,24 +37,17 @@ class Batch:
 
 def collate(encoded: list[Encoded]) -> Batch:
     """Right-padded inputs and targets with the loss mask on the answer (and its EOS) only."""
-    seqs, poss, masks = [], [], []
+    rows_tok, rows_tgt, rows_pos = [], [], []
+    L = max(len(e.prompt) + len(e.answer) for e in encoded) - 1
     for e in encoded:
         seq = e.prompt + e.answer
         pos = e.prompt_pos + [e.answer_pos_base + j for j in range(len(e.answer))]
-        seqs.append(seq)
-        poss.append(pos)
-        masks.append(len(e.prompt))
-    L = max(len(s) for s in seqs) - 1
-    tokens = torch.full((len(seqs), L), PAD, dtype=torch.long)
-    targets = torch.full((len(seqs), L), IGNORE, dtype=torch.long)
-    pos_ids = torch.zeros((len(seqs), L), dtype=torch.long)
-    for r, (seq, pos, n_prompt) in enumerate(zip(seqs, poss, masks)):
-        n = len(seq) - 1
-        tokens[r, :n] = torch.tensor(seq[:-1])
-        pos_ids[r, :n] = torch.tensor(pos[:-1])
-        # Input position k predicts token k + 1; answer tokens start at index n_prompt.
-        targets[r, n_prompt - 1 : n] = torch.tensor(seq[n_prompt:])
-    return Batch(tokens, targets, pos_ids)
+        pad = L - (len(seq) - 1)
+        # Input k predicts token k + 1, so the targets are the answer tokens, from index len(prompt) - 1.
+        rows_tok.append(seq[:-1] + [PAD] * pad)
+        rows_pos.append(pos[:-1] + [0] * pad)
+        rows_tgt.append([IGNORE] * (len(e.prompt) - 1) + e.answer + [IGNORE] * pad)
+    return Batch(torch.tensor(rows_tok), torch.tensor(rows_tgt), torch.tensor(rows_pos))
 
 
 class TrainStream:
@@ -68,6 +64,40 @@ class TrainStream:
     def batch(self, step: int) -> Batch:
         start = step * self.batch_size
         return collate([self.encoded(i) for i in range(start, start + self.batch_size)])
+
+    def prefetch(self, start: int, stop: int, depth: int = 2) -> Iterator[Batch]:
+        """Batches start..stop-1, made in a background thread while the model trains on the last one.
+
+        Generation is Python and holds the GIL, but torch's kernels release it, so the two overlap.
+        The batches are the same as `batch(step)` in order: prefetching changes timing, not data.
+        """
+        q: queue.Queue = queue.Queue(maxsize=depth)
+        stop_flag = threading.Event()
+
+        def work():
+            try:
+                for step in range(start, stop):
+                    if stop_flag.is_set():
+                        return
+                    q.put(self.batch(step))
+            except BaseException as e:  # surfaced in the consumer
+                q.put(e)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        try:
+            for _ in range(start, stop):
+                item = q.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop_flag.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)
 
 
 def test_examples(task: Task, fmt: Format, seed: int, n: int) -> list[tuple[Example, Encoded]]:

@@ -10,7 +10,7 @@ equally often over a full cycle of indices.
 import random
 from collections import Counter
 
-from hypothesis import given, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from seqlab.tasks import get
@@ -38,6 +38,7 @@ def canonical(digits: str) -> bool:
 @settings(max_examples=10_000, deadline=None, derandomize=True)
 @given(CASES)
 def test_every_example_is_a_correct_sum(c):
+    note(f"knobs: {c}")
     cfg, seed, split, index = c["cfg"], c["seed"], c["split"], c["index"]
     task = get("addition", **cfg)
     ex = task.example(seed, split, index)

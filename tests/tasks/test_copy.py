@@ -12,7 +12,7 @@ import string
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from seqlab.errors import BadInput
@@ -60,6 +60,7 @@ CASES = st.integers(0, 2**64 - 1).map(case)
 @settings(max_examples=10_000, deadline=None, derandomize=True)
 @given(CASES)
 def test_every_example_is_answered_correctly(c):
+    note(f"knobs: {c}")
     cfg, seed, split, index = c["cfg"], c["seed"], c["split"], c["index"]
     alphabet = cfg.get("alphabet", DEFAULT_ALPHABET)
     shortest = cfg["max_len"] if cfg["sampling"] == "fixed" else cfg["min_len"]

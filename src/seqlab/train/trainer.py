@@ -90,13 +90,13 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _train_step(self, step: int) -> tuple[float, int]:
+    def _train_step(self, step: int, batch) -> tuple[float, int]:
         c = self.c
         lr = lr_at(step, lr=c.lr, steps=c.steps, warmup=c.warmup, schedule=c.schedule,
                    min_lr_ratio=c.min_lr_ratio, decay_frac=c.decay_frac)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        batch = self.stream.batch(step).to(self.device)
+        batch = batch.to(self.device)
         with self._autocast():
             loss = self._forward(batch.tokens, batch.targets, batch.pos_ids)
         value = loss.item()
@@ -130,11 +130,12 @@ class Trainer:
         self.model.train()
         last_eval: dict[str, Any] | None = None
         tok_sum, t_log = 0, time.perf_counter()
-        with self._progress() as bar:
+        batches = self.stream.prefetch(self.step, c.steps)
+        with self._progress() as bar, contextlib.closing(batches):
             task_id = bar.add_task("train", total=c.steps, completed=self.step, info="")
             while not self.finished:
                 t0 = time.perf_counter()
-                loss, n_tok = self._train_step(self.step)
+                loss, n_tok = self._train_step(self.step, next(batches))
                 self.state["train_seconds"] += time.perf_counter() - t0
                 self.step += 1
                 window = self.state["loss_window"]

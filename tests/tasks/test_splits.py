@@ -1,0 +1,136 @@
+"""Train/test splits and the task registry.
+
+- train and test never share a problem for a seed, and between them cover the whole space;
+- example i is a pure function of (seed, split, i), whatever order examples are made in;
+- different seeds give different streams;
+- a problem space too small to split raises BadInput (after a bounded search, not a hang);
+- unknown task names and config keys raise BadInput naming the nearest valid one.
+"""
+
+import itertools
+import random
+
+import pytest
+
+from seqlab.errors import BadInput
+from seqlab.tasks import get, names
+
+
+def fields(task, seed, split, indices):
+    return {task.example(seed, split, i).fields for i in indices}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_addition_train_and_test_are_disjoint(seed):
+    task = get("addition", sampling="pairs", min_len=1, max_len=2)
+    train, test = fields(task, seed, "train", range(3000)), fields(task, seed, "test", range(3000))
+    assert len(test) > 500 and len(train) > 1500  # the 1-digit pairs repeat; the rest mostly do not
+    assert not train & test
+    assert {(len(a), len(b)) for a, b in test} == {(1, 1), (1, 2), (2, 1), (2, 2)}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_copy_splits_partition_the_problem_space(seed):
+    # Strings over "ab" of length 1..3: 14 problems. With `pairs`, index i has length 1 + i % 3.
+    task = get("copy", sampling="pairs", min_len=1, max_len=3, alphabet="ab")
+    seen = {"train": set(), "test": set()}
+    missing = {"train": set(), "test": set()}  # lengths for which a split has no problem
+    for split, i in itertools.product(seen, range(300)):
+        if 1 + i % 3 in missing[split]:
+            continue  # known to fail, and each failure costs a bounded but long search
+        try:
+            seen[split].add(task.example(seed, split, i).fields[0])
+        except BadInput:
+            missing[split].add(1 + i % 3)
+    assert not seen["train"] & seen["test"]
+    space = {"".join(p) for n in (1, 2, 3) for p in itertools.product("ab", repeat=n)}
+    assert seen["train"] | seen["test"] == space
+    for split, other in (("train", "test"), ("test", "train")):
+        for n in missing[split]:  # a split fails at a length only if the other split owns all of it
+            assert {s for s in space if len(s) == n} <= seen[other]
+            assert not any(len(s) == n for s in seen[split])
+
+
+def test_example_is_a_pure_function_of_seed_split_index():
+    keys = [(seed, split, i) for seed in (0, 7) for split in ("train", "test") for i in range(60)]
+    for name, params in [("addition", dict(max_len=6)), ("sort", dict(min_len=3, max_len=6, alphabet="xyzw"))]:
+        in_order = {k: get(name, **params).example(*k) for k in keys}
+        shuffled = keys[:]
+        random.Random(3).shuffle(shuffled)
+        task = get(name, **params)
+        assert {k: task.example(*k) for k in shuffled} == in_order
+        assert task.examples(7, "test", 20, start=40) == [in_order[7, "test", i] for i in range(40, 60)]
+
+
+def test_different_seeds_give_different_streams():
+    task = get("addition", max_len=10)
+    streams = [tuple(ex.fields for ex in task.examples(seed, "train", 30)) for seed in range(5)]
+    assert len(set(streams)) == 5
+    # Not merely shifted copies of each other either: few problems in common.
+    assert len(set(streams[0]) & set(streams[1])) <= 1
+
+
+def test_problem_space_too_small_to_split_raises_bad_input():
+    # "a" and "b" are the whole space: for most seeds one split has no problem at all.
+    outcomes = []
+    for seed in range(30):
+        task = get("copy", alphabet="ab", sampling="fixed", max_len=1)
+        got = {}
+        for split in ("train", "test"):
+            try:
+                got[split] = {task.example(seed, split, i).prompt for i in range(40)}
+            except BadInput as e:
+                assert "too small" in str(e)
+                got[split] = None
+        if got["train"] is None or got["test"] is None:
+            present = got["train"] or got["test"]
+            assert present == {"a=", "b="}  # the other split owns both problems
+        else:
+            assert got["train"] | got["test"] == {"a=", "b="} and not got["train"] & got["test"]
+        outcomes.append(None in got.values())
+    assert any(outcomes) and not all(outcomes)
+
+
+@pytest.mark.xfail(strict=True, raises=BadInput, reason="bug: with the default config (alphabet a-z, min_len=1) a length-1 "
+                   "test problem exists only if one of the 26 letters hashes into the test split, so for "
+                   "about 3% of seeds (seed 1 among them) every test example of length 1 raises BadInput")
+@pytest.mark.parametrize("name", ["copy", "reverse", "sort"])
+def test_default_string_configs_have_test_examples_for_every_seed(name):
+    task = get(name)
+    for seed in range(3):
+        task.examples(seed, "test", 100)
+
+
+def test_unknown_split_is_bad_input():
+    with pytest.raises(BadInput, match="split"):
+        get("addition").example(0, "valid", 0)
+
+
+def test_registry_lists_the_tasks():
+    assert {"addition", "multiplication", "copy", "reverse", "sort"} <= set(names())
+
+
+@pytest.mark.parametrize("typo, meant", [("additon", "addition"), ("multiplcation", "multiplication"),
+                                         ("coppy", "copy"), ("revers", "reverse"), ("sortt", "sort")])
+def test_unknown_task_suggests_the_nearest_name(typo, meant):
+    with pytest.raises(BadInput, match=f"did you mean '{meant}'"):
+        get(typo)
+
+
+def test_unknown_task_without_a_near_name_is_bad_input():
+    with pytest.raises(BadInput, match="nope"):
+        get("nope")
+
+
+@pytest.mark.parametrize("name, key, meant", [("addition", "max_lne", "max_len"), ("copy", "alphabt", "alphabet"),
+                                              ("sort", "samplng", "sampling"), ("reverse", "minlen", "min_len")])
+def test_unknown_config_key_names_the_nearest_valid_key(name, key, meant):
+    with pytest.raises(BadInput, match=f"unknown key 'task.{key}'.*did you mean 'task.{meant}'"):
+        get(name, **{key: 3})
+
+
+@pytest.mark.parametrize("params", [dict(sampling="random"), dict(min_len=0), dict(min_len=5, max_len=4),
+                                    dict(alphabet="a"), dict(alphabet="aab"), dict(alphabet="a=b"), dict(alphabet="a b")])
+def test_invalid_config_values_are_bad_input(params):
+    with pytest.raises(BadInput):
+        get("copy", **params)
