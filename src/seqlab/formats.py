@@ -11,10 +11,9 @@ The options follow the arithmetic length-generalization literature:
   when a number is reversed. During training the hints start at a random offset in [0, max_offset]
   so that hints for long numbers are trained too.
 - ``position_ids``: ``standard`` (0, 1, 2, ...), ``abacus`` (McLeish 2024: each character's index within
-  its operand as written, 1-based, plus a random offset in [0, max_offset] during training; separators
-  get 0) or ``coupled`` (Cho et al. 2024: characters of equal significance share an id, 1-based, plus a
-  random offset during training; separators get 0, except "=", which gets the id just before the
-  answer's first one). ``auto`` takes the one the model's position scheme needs.
+  its operand as written, 1-based, plus a random offset in [0, max_offset] during training) or ``coupled`` (Cho et al. 2024: characters of equal significance share an id, 1-based, plus a
+  random offset during training). In both, separators get id 0, except "=", which gets the id just
+  before the answer's first one. ``auto`` takes the one the model's position scheme needs.
 
 Answer position ids are always ``base + j`` for answer token j, so a decoder can compute them while it
 generates without knowing the answer's length.

@@ -6,9 +6,7 @@ the answer in plain decimal (most significant digit first), whatever the format 
 
 from __future__ import annotations
 
-import random
-
-from seqlab.tasks.base import Example, Task, TaskConfig, random_number
+from seqlab.tasks.base import Example, Task, TaskConfig, n_digit_count, n_digit_number
 from seqlab.tasks.registry import register
 
 
@@ -28,9 +26,14 @@ class _BinaryArithmetic(Task):
     def compute(self, a: int, b: int) -> int:
         raise NotImplementedError
 
-    def draw(self, rng: random.Random, lengths: tuple[int, ...]) -> Example:
+    def space_size(self, lengths: tuple[int, ...]) -> int:
         la, lb = lengths
-        a, b = random_number(rng, la), random_number(rng, lb)
+        return n_digit_count(la) * n_digit_count(lb)
+
+    def problem(self, lengths: tuple[int, ...], k: int) -> Example:
+        la, lb = lengths
+        ka, kb = divmod(k, n_digit_count(lb))
+        a, b = n_digit_number(la, ka), n_digit_number(lb, kb)
         answer = str(self.compute(a, b))
         meta = {"a": a, "b": b, "answer": answer, "n_digits": max(la, lb), "n_digits_a": la, "n_digits_b": lb}
         return Example(fields=(str(a), str(b)), ops=(self.op, "="), answer=answer, meta=meta)

@@ -22,6 +22,9 @@ SPLITS = ("train", "test")
 # split by a hash of (seed, problem), so the two streams can never share an example.
 TEST_SHARE = 1 / 8
 MAX_TRIES = 2000
+# Below this many problems (for one tuple of operand lengths) the split is made by ranking every
+# problem's hash, so both splits are non-empty however small the space (26 one-letter strings, say).
+SMALL_SPACE = 4096
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,12 @@ class Task:
         """Every separator character the prompt uses (operators and '=')."""
         return "="
 
-    def draw(self, rng: random.Random, lengths: tuple[int, ...]) -> Example:
-        """One problem whose operands have the given lengths."""
+    def space_size(self, lengths: tuple[int, ...]) -> int:
+        """How many distinct problems have operands of these lengths."""
+        raise NotImplementedError
+
+    def problem(self, lengths: tuple[int, ...], k: int) -> Example:
+        """Problem number k (0 <= k < space_size) with operands of these lengths."""
         raise NotImplementedError
 
     # -- shared machinery ----------------------------------------------------------------------
@@ -123,15 +130,33 @@ class Task:
             raise BadInput(f"unknown split '{split}' (use train or test)")
         rng = random.Random(f"{self.name}:{seed}:{split}:{i}")
         lengths = self.operand_lengths(rng, i)
+        size = self.space_size(lengths)
+        if size <= SMALL_SPACE:
+            members = self._small_split(seed, lengths, split)
+            return self.problem(lengths, members[rng.randrange(len(members))])
         want_test = split == "test"
-        for _ in range(MAX_TRIES):
-            ex = self.draw(rng, lengths)
+        for _ in range(MAX_TRIES):  # a uniform draw lands in the test split with probability TEST_SHARE
+            ex = self.problem(lengths, rng.randrange(size))
             if in_test_split(seed, ex) == want_test:
                 return ex
         raise BadInput(
             f"{self.name}: cannot find a {split} example with operand lengths {lengths}: "
             "the problem space is too small to split into train and test"
         )
+
+    def _small_split(self, seed: int, lengths: tuple[int, ...], split: str) -> list[int]:
+        """Problem numbers of one split in a small space: the TEST_SHARE with the lowest hashes are test."""
+        cache = self.__dict__.setdefault("_split_cache", {})
+        key = (seed, lengths)
+        if key not in cache:
+            size = self.space_size(lengths)
+            if size < 2:
+                raise BadInput(f"{self.name}: only {size} problem has operand lengths {lengths}: "
+                               "too small to split into train and test")
+            ranked = sorted(range(size), key=lambda k: split_hash(seed, self.problem(lengths, k)))
+            n_test = max(1, round(size * TEST_SHARE))
+            cache[key] = {"test": ranked[:n_test], "train": ranked[n_test:]}
+        return cache[key][split]
 
     def examples(self, seed: int, split: str, n: int, start: int = 0) -> list[Example]:
         return [self.example(seed, split, i) for i in range(start, start + n)]
@@ -144,15 +169,21 @@ class Task:
         return (self.__doc__ or "").strip().splitlines()[0]
 
 
-def in_test_split(seed: int, ex: Example) -> bool:
-    """Whether a problem belongs to the test split for this seed (a hash of the problem)."""
+def split_hash(seed: int, ex: Example) -> int:
     key = f"{seed}|{'|'.join(ex.fields)}".encode()
-    h = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
-    return h < TEST_SHARE * 2**64
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
 
 
-def random_number(rng: random.Random, n_digits: int) -> int:
-    """A uniformly random integer with exactly n_digits digits (0-9 for one digit)."""
-    if n_digits == 1:
-        return rng.randint(0, 9)
-    return rng.randint(10 ** (n_digits - 1), 10**n_digits - 1)
+def in_test_split(seed: int, ex: Example) -> bool:
+    """Whether a problem of a large space belongs to the test split for this seed (a hash of the problem)."""
+    return split_hash(seed, ex) < TEST_SHARE * 2**64
+
+
+def n_digit_count(n: int) -> int:
+    """How many integers have exactly n digits (0-9 count as one-digit numbers)."""
+    return 10 if n == 1 else 9 * 10 ** (n - 1)
+
+
+def n_digit_number(n: int, k: int) -> int:
+    """The k-th integer (from 0) with exactly n digits."""
+    return k if n == 1 else 10 ** (n - 1) + k

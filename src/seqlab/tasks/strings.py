@@ -5,8 +5,6 @@ meta: ``{"input": str, "answer": str, "length": int}``. Sort orders characters a
 
 from __future__ import annotations
 
-import random
-
 from pydantic import field_validator
 
 from seqlab.tasks.base import Example, Task, TaskConfig
@@ -37,9 +35,16 @@ class _StringTask(Task):
     def transform(self, s: str) -> str:
         raise NotImplementedError
 
-    def draw(self, rng: random.Random, lengths: tuple[int, ...]) -> Example:
+    def space_size(self, lengths: tuple[int, ...]) -> int:
+        return len(self.config.alphabet) ** lengths[0]
+
+    def problem(self, lengths: tuple[int, ...], k: int) -> Example:
         (n,) = lengths
-        s = "".join(rng.choice(self.config.alphabet) for _ in range(n))
+        alphabet, chars = self.config.alphabet, []
+        for _ in range(n):  # k written in base len(alphabet), one digit per character
+            k, d = divmod(k, len(alphabet))
+            chars.append(alphabet[d])
+        s = "".join(chars)
         answer = self.transform(s)
         return Example(fields=(s,), ops=("=",), answer=answer, meta={"input": s, "answer": answer, "length": n})
 
