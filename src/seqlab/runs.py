@@ -151,10 +151,16 @@ def prepare_run(out: Path, config: RunConfig | None) -> RunConfig:
 
 
 def make_evaluator(config: RunConfig, task, fmt, device):
-    """Exact match on a fixed set of test examples, for periodic evaluation during training."""
+    """Exact match on a fixed set of test examples, for periodic evaluation during training.
+
+    By default the set holds equally many problems at every length of the training range (all
+    operands of that length), so early stopping waits for the short and the long problems alike;
+    `train.eval_length` evaluates at one length instead.
+    """
     t = config.train
-    eval_task = task.at_length(t.eval_length) if t.eval_length else task
-    pairs = test_examples(eval_task, fmt, t.seed, t.eval_n)
+    lengths = [t.eval_length] if t.eval_length else list(range(task.config.min_len, task.config.max_len + 1))
+    per_length = max(1, t.eval_n // len(lengths))
+    pairs = [p for L in lengths for p in test_examples(task.at_length(L), fmt, t.seed, per_length)]
 
     def evaluate(model):
         return exact_match(model, pairs, fmt, task.slice_key, device=device)

@@ -100,9 +100,9 @@ BUDGETS = {
     },
     "cpu": {
         "model": _MODEL,
-        "train": {"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup": 50, "eval_every": 100, "eval_n": 200,
+        "train": {"steps": 1000, "batch_size": 128, "lr": 2e-3, "warmup": 50, "eval_every": 100, "eval_n": 200,
                   "eval_length": 10, "target_accuracy": 0.995, "log_every": 50, "checkpoint_every": 250},
-        "max_offset": 60, "n_per_length": 100, "lengths": list(range(1, 51)),
+        "max_offset": 60, "n_per_length": 50, "lengths": list(range(1, 51)),
     },
     "gpu": {
         "model": {"n_layers": 6, "d_model": 384, "n_heads": 6},

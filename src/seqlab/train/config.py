@@ -32,7 +32,7 @@ class TrainConfig(Config):
     log_every: int = 50
     eval_every: int = 250
     eval_n: int = 256
-    eval_length: int | None = None  # evaluate at this operand length (default: the training mix)
+    eval_length: int | None = None  # evaluate at this operand length (default: every training length alike)
     target_accuracy: float | None = None  # stop early once periodic evaluation reaches it
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
