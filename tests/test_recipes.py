@@ -25,7 +25,12 @@ def test_recipe_smoke(cli, tmp_path, name):
         # A recipe's runs are ordinary run directories: `seqlab eval` works on them.
         code, stdout, err = cli("eval", out / run, "--lengths", "2", "--n", "3", "--json")
         assert code == 0, err
-    assert (out / "report.md").read_text().startswith("# ")
+    report = (out / "report.md").read_text()
+    assert report.startswith("# ")
+    (out / "report.md").unlink()
+    code, _, err = cli("report", out)  # rebuilt from results.json alone
+    assert code == 0, err
+    assert (out / "report.md").read_text() == report
 
 
 def test_claims_are_computed_from_measurements():

@@ -131,8 +131,11 @@ def eval_cmd(
 
     if n < 1:
         raise BadInput("--n must be at least 1")
-    config = runs.read_run_config(run_dir)
-    lens = runs.parse_lengths(lengths) if lengths else list(range(config.make_task().config.min_len, config.make_task().config.max_len + 1))
+    if lengths:
+        lens = runs.parse_lengths(lengths)
+    else:
+        trained = runs.read_run_config(run_dir).make_task().config
+        lens = list(range(trained.min_len, trained.max_len + 1))
     result = runs.evaluate_by_length(run_dir, lens, n, seed)
     if as_json:
         _print_json(result)
@@ -166,10 +169,15 @@ def reproduce(
 
 @app.command()
 def report(path: Path = typer.Argument(..., help="a run directory or a recipe output folder")):
-    """Write report.md for a run directory (recipe folders write their own)."""
-    from seqlab.report import write_run_report
+    """Write report.md for a run directory, or again for a recipe's output folder."""
+    if (path / "results.json").is_file():
+        from seqlab.recipes.base import rewrite_report
 
-    typer.echo(str(write_run_report(path)))
+        typer.echo(str(rewrite_report(path)))
+    else:
+        from seqlab.report import write_run_report
+
+        typer.echo(str(write_run_report(path)))
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""report.md for a run directory or a recipe's output folder."""
+"""Markdown pieces shared by reports, and report.md for a run directory."""
 
 from __future__ import annotations
 
@@ -42,10 +42,8 @@ def length_table(curves: dict[str, dict[int, float]], lengths: list[int]) -> str
 
 def write_run_report(path: Path) -> Path:
     path = Path(path)
-    if (path / "results.json").is_file():
-        return _recipe_report(path)
     if not (path / "config.json").is_file():
-        raise BadInput(f"{path} is neither a run directory nor a recipe output folder")
+        raise BadInput(f"{path} is not a run directory (no config.json)")
     config = read_json(path / "config.json")
     metrics = read_jsonl(path / "metrics.jsonl")
     parts = [f"# Run {path.name}\n", "## Config\n", "```json\n" + json.dumps(config, indent=2) + "\n```\n"]
@@ -66,14 +64,4 @@ def write_run_report(path: Path) -> Path:
         parts.append(f"\n![{png.stem}](plots/{png.name})\n")
     out = path / "report.md"
     atomic_write_text(out, "".join(parts))
-    return out
-
-
-def _recipe_report(path: Path) -> Path:
-    results = read_json(path / "results.json")
-    text = results_header(results, f"{results['recipe']} ({results['budget']})")
-    text += "## Metrics\n\n" + "".join(f"- `{k}`: {v}\n" for k, v in results["metrics"].items())
-    text += "".join(f"\n![{a}]({a})\n" for a in results.get("artifacts", []) if a.endswith(".png"))
-    out = path / "report.md"
-    atomic_write_text(out, text)
     return out

@@ -227,8 +227,7 @@ def evaluate_by_length(run_dir: Path, lengths: list[int], n: int, seed: int | No
                        label: str = "by_length", device: str | None = None) -> dict[str, Any]:
     """Exact match on n test problems at each length; writes eval/<label>.json and plots/accuracy_by_length.png."""
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    dev = pick_device(device or config.train.device)
+    dev = pick_device(device or read_run_config(run_dir).train.device)
     config, task, fmt, model = load_run(run_dir, dev)
     check_positions_fit(config, fmt, lengths)
     check_writable(run_dir)

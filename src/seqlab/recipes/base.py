@@ -18,7 +18,7 @@ import torch
 
 import seqlab
 from seqlab.errors import BadInput
-from seqlab.io import atomic_write_text, write_json
+from seqlab.io import atomic_write_text, read_json, write_json
 from seqlab.runs import check_writable
 from seqlab.train import pick_device
 
@@ -142,3 +142,18 @@ def run_recipe(name: str, budget: str, seed: int, out: Path | None, args: list[s
     write_json(out / "results.json", results)
     results["out_dir"] = str(out)
     return results
+
+
+def rewrite_report(out: Path) -> Path:
+    """Write a recipe folder's report.md again from its results.json (no retraining)."""
+    out = Path(out)
+    try:
+        results = read_json(out / "results.json")
+        recipe = get_recipe(results["recipe"])
+        settings = recipe.budgets[results["budget"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BadInput(f"{out}/results.json is unreadable or not a recipe's results") from None
+    options = argparse.Namespace(**results.get("options", {}))
+    ctx = Context(out=out, budget=results["budget"], seed=results["seed"], settings=settings, options=options, quiet=True)
+    atomic_write_text(out / "report.md", recipe.report(ctx, results))
+    return out / "report.md"
