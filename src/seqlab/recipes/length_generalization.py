@@ -98,7 +98,7 @@ def report(ctx: Context, results: dict[str, Any]) -> str:
     return "".join(lines)
 
 
-_MODEL = {"n_layers": 2, "d_model": 128, "n_heads": 4}
+_MODEL = {"n_layers": 1, "d_model": 128, "n_heads": 4}  # the quickstart's model
 BUDGETS = {
     "smoke": {
         "model": {"n_layers": 1, "d_model": 32, "n_heads": 2},
