@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 def accuracy_by_length(curves: dict[str, dict[int, float]], path: Path, train_range: tuple[int, int] | None,
                        title: str = "", xlabel: str = "operand length") -> Path:
     """One line per label: exact match (y) against length (x)."""
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=120)
     if train_range is not None:
         lo, hi = train_range
         ax.axvspan(lo - 0.5, hi + 0.5, color="tab:green", alpha=0.12, label=f"trained ({lo}-{hi})")
@@ -25,7 +25,7 @@ def accuracy_by_length(curves: dict[str, dict[int, float]], path: Path, train_ra
     ax.set_ylabel("exact match")
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: curves stay visible
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
