@@ -172,12 +172,11 @@ def train_run(out: Path, config: RunConfig | None = None, quiet: bool = False) -
     """Train (or resume) the run in `out`. Returns a summary with the final evaluation."""
     out = Path(out)
     config = prepare_run(out, config)
+    torch.manual_seed(config.train.seed)  # before the model is built: its init depends on the seed
     task, fmt, model = build_parts(config)
     check_writable(out)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, fmt.tokenizer.vocab_size)  # rebuilt after seeding: init depends on the seed
     device = pick_device(config.train.device)
     stream = TrainStream(task, fmt, config.train.seed, config.train.batch_size)
     trainer = Trainer(model, stream, config.train, out, make_evaluator(config, task, fmt, device), quiet=quiet)

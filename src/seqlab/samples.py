@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any, Iterator
 
 from seqlab.configs import apply_overrides, parse_config
