@@ -212,12 +212,18 @@ class Runner:
             self.samples.append((time.perf_counter() - t0) / n)
 
 
-def bench_size(size: Size, args, device: torch.device, peak: Peak, log) -> dict:
+def build_pair(size: Size, args, device: torch.device):
+    """seqlab's decoder and a Llama with the same sizes, holding the same weights."""
     torch.manual_seed(args.seed)
     tied = not args.untied
     seq = build_seqlab(size, args.vocab, tied).to(device)
     hf = build_llama(size, args.vocab, tied, args.seq_len, seq.config.rope_base).to(device)
     copy_weights(seq, hf)
+    return seq, hf
+
+
+def bench_size(size: Size, args, device: torch.device, peak: Peak, log) -> dict:
+    seq, hf = build_pair(size, args, device)
     seq.train(), hf.train()
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     data = torch.randint(0, args.vocab, (args.batch, args.seq_len + 1), generator=g).to(device)
@@ -253,11 +259,7 @@ def bench_size(size: Size, args, device: torch.device, peak: Peak, log) -> dict:
 
 def check_parity(size: Size, args, device: torch.device) -> dict:
     """Same weights, same tokens, float32, eval mode: logits, loss and embedding gradient."""
-    torch.manual_seed(args.seed)
-    tied = not args.untied
-    seq = build_seqlab(size, args.vocab, tied).to(device)
-    hf = build_llama(size, args.vocab, tied, args.seq_len, seq.config.rope_base).to(device)
-    copy_weights(seq, hf)
+    seq, hf = build_pair(size, args, device)
     seq.eval(), hf.eval()
     g = torch.Generator(device="cpu").manual_seed(args.seed + 1)
     data = torch.randint(0, args.vocab, (4, args.seq_len + 1), generator=g).to(device)

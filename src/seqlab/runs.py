@@ -193,10 +193,12 @@ def train_run(out: Path, config: RunConfig | None = None, quiet: bool = False) -
             "train_seconds": trainer.state.get("train_seconds"), "n_params": model.n_params()}
 
 
-def load_run(run_dir: Path, device: str | torch.device = "cpu"):
-    """(config, task, format, model) of a run, with the newest checkpoint's weights."""
+def load_run(run_dir: Path, device: str | torch.device | None = None):
+    """(config, task, format, model) of a run, with the newest checkpoint's weights, on `device`
+    (default: the run's own device setting)."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    device = pick_device(device or config.train.device)
     task, fmt, model = build_parts(config)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
@@ -226,8 +228,8 @@ def evaluate_by_length(run_dir: Path, lengths: list[int], n: int, seed: int | No
                        label: str = "by_length", device: str | None = None) -> dict[str, Any]:
     """Exact match on n test problems at each length; writes eval/<label>.json and plots/accuracy_by_length.png."""
     run_dir = Path(run_dir)
-    dev = pick_device(device or read_run_config(run_dir).train.device)
-    config, task, fmt, model = load_run(run_dir, dev)
+    config, task, fmt, model = load_run(run_dir, device)
+    dev = next(model.parameters()).device
     check_positions_fit(config, fmt, lengths)
     check_writable(run_dir)
     seed = config.train.seed if seed is None else seed

@@ -15,6 +15,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from seqlab.tasks import get
+from tests.tasks.checks_common import assert_repeated_calls_agree
 
 
 def case(number: int) -> dict:
@@ -92,10 +93,6 @@ def arithmetic_task_tests(NAME: str, OP: str, expected_answer):
 
 
     def test_repeated_calls_agree():
-        task = get(NAME, min_len=3, max_len=12)
-        keys = [(9, split, i) for split in ("train", "test") for i in range(100)]
-        first = [task.example(*k) for k in keys]
-        assert [task.example(*k) for k in keys] == first
-        assert [get(NAME, min_len=3, max_len=12).example(*k) for k in keys] == first
+        assert_repeated_calls_agree(NAME)
 
     return test_every_example_is_correct, test_pairs_visits_every_length_pair_equally_often, test_repeated_calls_agree
