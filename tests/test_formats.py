@@ -97,7 +97,7 @@ def test_a_few_renderings_by_hand():
     small = Example(fields=("7", "28"), ops=("+", "="), answer="35")
     assert make(get("addition"), zero_pad=True).render(small) == ("07+28=", "530")
     enc = make(get("addition"), position_ids="coupled").encode(ex)
-    assert enc.prompt_pos == [0, 2, 1, 0, 2, 1, 0] and enc.answer_pos_base == 1
+    assert enc.prompt_pos == [3, 2, 1, 0, 2, 1, 0] and enc.answer_pos_base == 1
 
 
 # -- (1) un-rendering gives back the canonical problem ---------------------------------------------
@@ -162,7 +162,10 @@ def test_abacus_and_coupled_position_ids(opts):
         enc = fmt.encode(ex)
         pos, base = enc.prompt_pos, enc.answer_pos_base
         assert enc.prompt[1:] == fmt.tokenizer.encode(text) and len(pos) == len(text) + 1
-        assert base == 1 and pos[0] == 0 and pos[-1] == base - 1  # BOS, then "=" just before the answer
+        assert base == 1 and pos[-1] == base - 1  # "=" just before the answer
+        width = max(len(o) for _, o in operand_spans(text))
+        # BOS: id 0 under abacus; under coupled the id one past the widest operand's top digit
+        assert pos[0] == (base + width if opts["position_ids"] == "coupled" else 0)
         assert pos[1 + text.index("+")] == 0
         by_significance = {}
         for start, operand in operand_spans(text):

@@ -13,7 +13,9 @@ The options follow the arithmetic length-generalization literature:
 - ``position_ids``: ``standard`` (0, 1, 2, ...), ``abacus`` (McLeish 2024: each character's index within
   its operand as written, 1-based, plus a random offset in [0, max_offset] during training) or ``coupled`` (Cho et al. 2024: characters of equal significance share an id, 1-based, plus a
   random offset during training). In both, separators get id 0, except "=", which gets the id just
-  before the answer's first one. ``auto`` takes the one the model's position scheme needs.
+  before the answer's first one; under ``coupled`` BOS gets the id one past the top digit of the
+  widest operand, which marks where the numbers end. ``auto`` takes the one the model's position
+  scheme needs.
 
 Answer position ids are always ``base + j`` for answer token j, so a decoder can compute them while it
 generates without knowing the answer's length.
@@ -161,6 +163,11 @@ class Format:
             # The token that predicts the first answer character ("=") sits just before the answer,
             # so every prediction step in the answer reads at "own id + 1".
             pos[-1] = base - 1
+            if self.position_ids == "coupled":
+                # BOS takes the id one past the widest operand's top digit, so the end of the numbers is
+                # something present to look up: the step that writes the last digit of a sum reads BOS at
+                # "own id + 1" (where a digit would be), and the step after it reads BOS at "own id".
+                pos[0] = base + max(sig) + 1
         return Encoded(prompt_ids, answer_ids, pos, base, answer_text)
 
     def max_position(self, ex: Example) -> int:

@@ -27,6 +27,7 @@ from seqlab.eval.decode import exact_match
 from seqlab.eval.plots import accuracy_by_length
 from seqlab.formats import Format
 from seqlab.io import read_json, write_json
+from seqlab.models import TABLE_POSITIONS
 from seqlab.models import build as build_model
 from seqlab.train import RunConfig, Trainer, pick_device
 from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -66,7 +67,7 @@ def build_parts(config: RunConfig):
 
 def check_positions_fit(config: RunConfig, fmt: Format, lengths: list[int]) -> None:
     """Position tables are finite: the longest example must fit in model.max_positions."""
-    if config.model.position not in ("learned", "abacus", "coupling"):
+    if config.model.position not in TABLE_POSITIONS:
         return
     task = config.make_task()
     for n in lengths:

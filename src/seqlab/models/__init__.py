@@ -5,7 +5,13 @@ from __future__ import annotations
 import difflib
 
 from seqlab.errors import BadInput
-from seqlab.models.decoder import FORMAT_POSITION_IDS, POSITIONS, Decoder, ModelConfig
+from seqlab.models.decoder import (
+    FORMAT_POSITION_IDS,
+    POSITIONS,
+    TABLE_POSITIONS,
+    Decoder,
+    ModelConfig,
+)
 
 MODELS = {"decoder": Decoder}
 DESCRIPTIONS = {"decoder": "decoder-only transformer; positions: " + ", ".join(POSITIONS)}
@@ -23,4 +29,4 @@ def build(config: ModelConfig, vocab_size: int):
     return MODELS[config.arch](config, vocab_size)
 
 
-__all__ = ["check_arch", "Decoder", "ModelConfig", "MODELS", "build", "POSITIONS", "FORMAT_POSITION_IDS"]
+__all__ = ["check_arch", "Decoder", "ModelConfig", "MODELS", "build", "POSITIONS", "FORMAT_POSITION_IDS", "TABLE_POSITIONS"]

@@ -13,33 +13,49 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seqlab.models.positions import alibi_bias, alibi_slopes, apply_rope
+from seqlab.models.positions import (
+    alibi_bias,
+    alibi_slopes,
+    apply_rope,
+    relative_id_bias,
+)
+
+# The relative bias table is stored divided by this gain. Adam moves a parameter by about lr per
+# step whatever its scale, and a table needs entries of several units to keep attention sharp on
+# long inputs: stored at 1/GAIN, it gets there GAIN times sooner.
+REL_BIAS_GAIN = 10.0
 
 
 @dataclass
 class SeqContext:
     positions: torch.Tensor  # (B, L) index of each token in its sequence
     rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin: (B, 1, L, head_dim)
+    pos_ids: torch.Tensor | None = None  # (B, L) the format's position ids (coupling_relative reads them)
 
 
 class KVCache:
-    """Keys and values of past tokens, preallocated for `max_len` tokens."""
+    """Keys and values of past tokens (and their position ids), preallocated for `max_len` tokens."""
 
     def __init__(self, batch: int, n_heads: int, head_dim: int, max_len: int, device, dtype):
         self.k = torch.zeros(batch, n_heads, max_len, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
+        self.ids = torch.zeros(batch, max_len, dtype=torch.long, device=device)
         self.length = 0
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def append(self, k: torch.Tensor, v: torch.Tensor, ids: torch.Tensor | None = None):
+        """Keys, values and position ids of every token so far (ids only where given)."""
         n = k.shape[2]
         self.k[:, :, self.length : self.length + n] = k
         self.v[:, :, self.length : self.length + n] = v
+        if ids is not None:
+            self.ids[:, self.length : self.length + n] = ids
         self.length += n
-        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+        return self.k[:, :, : self.length], self.v[:, :, : self.length], self.ids[:, : self.length]
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, position: str, bias: bool = False, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_heads: int, position: str, bias: bool = False, dropout: float = 0.0,
+                 relative_clip: int = 3, log_length_scale: bool = False):
         super().__init__()
         assert d_model % n_heads == 0, "d_model must be divisible by n_heads"
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
@@ -49,6 +65,17 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         if position == "alibi":
             self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
+        if log_length_scale:
+            # Scalable softmax (Nakanishi 2025): logits times s * log(n) for a query that sees n keys, so
+            # attention stays as peaked on long sequences as on the short ones it was trained on.
+            self.length_scale = nn.Parameter(torch.full((n_heads,), 0.33))
+        else:
+            self.length_scale = None
+        if position == "coupling_relative":
+            # One learned bias per head and per id difference, clipped to [-clip, clip]: every larger
+            # difference shares the end bucket, which training already teaches, so no length is unseen.
+            self.relative_clip = relative_clip
+            self.rel_bias = nn.Parameter(torch.zeros(n_heads, 2 * relative_clip + 1))
 
     def state_size(self, seq_len: int) -> int:
         return 2 * self.n_heads * self.head_dim * seq_len
@@ -63,13 +90,27 @@ class CausalSelfAttention(nn.Module):
             cos, sin = ctx.rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past = cache.length if cache is not None else 0
+        k_ids = ctx.pos_ids
         if cache is not None:
-            k, v = cache.append(k, v)  # (B, H, past + L, hd)
+            k, v, k_ids = cache.append(k, v, ctx.pos_ids)  # (B, H, past + L, hd)
+        bias = None  # an additive bias on the logits (B or 1, H, Lq, Lk)
+        if self.position in ("alibi", "coupling_relative"):
+            k_pos = torch.arange(past + L, device=x.device)[None]
+            if self.position == "alibi":
+                bias = alibi_bias(self.slopes, ctx.positions[:1], k_pos)
+            else:
+                bias = relative_id_bias(self.rel_bias * REL_BIAS_GAIN, ctx.pos_ids, k_ids, self.relative_clip)
+        if self.length_scale is not None:
+            # The query at index t sees t + 1 keys (one key needs no scale: its weight is 1 anyway).
+            n_keys = (ctx.positions[:1] + 1).clamp_min(2).to(q.dtype)  # (1, L)
+            scale = self.length_scale[None, :, None, None] * n_keys.log()[:, None, :, None]  # (1, H, L, 1)
+            q = q * scale
+            if bias is not None:  # a bias is part of the logit, so it scales too
+                bias = bias * scale
         mask, causal = None, past == 0 and L > 1
-        if self.position == "alibi":
-            k_pos = torch.arange(past + L, device=x.device)[None].expand(B, -1)
-            mask = alibi_bias(self.slopes, ctx.positions, k_pos).to(q.dtype)
-            causal = False
+        if bias is not None:
+            future = torch.arange(past + L, device=x.device)[None, :] > ctx.positions[0][:, None]  # (Lq, Lk)
+            mask, causal = bias.to(q.dtype).masked_fill(future, float("-inf")), False
         elif past > 0 and L > 1:  # several new tokens after a cached prefix
             i = torch.arange(L, device=x.device)[:, None] + past
             mask = torch.arange(past + L, device=x.device)[None, :] <= i

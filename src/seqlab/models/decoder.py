@@ -7,7 +7,15 @@ Position schemes (`ModelConfig.position`):
   alibi     a linear distance penalty on attention scores (Press et al. 2022)
   abacus    a learned embedding of each digit's index within its number (McLeish et al. 2024)
   coupling  a learned embedding of each digit's significance (Cho et al. 2024)
-The last two read position ids made by the format; `learned` reads the standard ids 0, 1, 2, ...
+  coupling_relative
+            the same coupled ids, read as a learned attention bias per head on the id difference
+            between query and key, clipped to [-relative_clip, relative_clip] (Cho et al.'s relative
+            variant): no position embedding, so nothing depends on an id's absolute value
+The last three read position ids made by the format; `learned` reads the standard ids 0, 1, 2, ...
+
+`log_length_scale` (any scheme) multiplies attention logits by a learned s_h * log(keys seen),
+scalable softmax (Nakanishi et al. 2025): without it, a key that wins among 20 on a training-length
+input drowns among 100 on a long one.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ from seqlab.configs import Config
 from seqlab.models.attention import CausalSelfAttention, SeqContext
 from seqlab.models.positions import rope_cos_sin
 
-POSITIONS = ("none", "learned", "rope", "alibi", "abacus", "coupling")
+POSITIONS = ("none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative")
 # Which position ids each scheme needs from the format.
-FORMAT_POSITION_IDS = {"abacus": "abacus", "coupling": "coupled"}
+FORMAT_POSITION_IDS = {"abacus": "abacus", "coupling": "coupled", "coupling_relative": "coupled"}
+# Schemes that look position ids up in a table of `max_positions` rows.
+TABLE_POSITIONS = ("learned", "abacus", "coupling")
 
 
 class ModelConfig(Config):
@@ -36,8 +46,10 @@ class ModelConfig(Config):
     d_mlp: int | None = None  # default 4 * d_model
     mlp: Literal["gelu", "swiglu"] = "gelu"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    position: Literal["none", "learned", "rope", "alibi", "abacus", "coupling"] = "rope"
+    position: Literal["none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative"] = "rope"
     max_positions: int = 1024  # size of the position table (learned, abacus, coupling)
+    relative_clip: int = 3  # coupling_relative: id differences beyond this share one bias
+    log_length_scale: bool = False  # scalable softmax: attention logits times s_h * log(keys seen)
     rope_base: float = 10000.0
     bias: bool = False
     dropout: float = 0.0
@@ -45,7 +57,7 @@ class ModelConfig(Config):
 
     @model_validator(mode="after")
     def _check(self):
-        for k in ("n_layers", "d_model", "n_heads", "max_positions"):
+        for k in ("n_layers", "d_model", "n_heads", "max_positions", "relative_clip"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive")
         if self.d_model % self.n_heads:
@@ -101,9 +113,10 @@ class Decoder(nn.Module):
         c = self.config = config
         self.vocab_size = vocab_size
         self.tok_emb = nn.Embedding(vocab_size, c.d_model)
-        self.pos_emb = nn.Embedding(c.max_positions, c.d_model) if c.position in ("learned", "abacus", "coupling") else None
+        self.pos_emb = nn.Embedding(c.max_positions, c.d_model) if c.position in TABLE_POSITIONS else None
         self.blocks = nn.ModuleList(
-            Block(c, CausalSelfAttention(c.d_model, c.n_heads, c.position, c.bias, c.dropout)) for _ in range(c.n_layers)
+            Block(c, CausalSelfAttention(c.d_model, c.n_heads, c.position, c.bias, c.dropout, c.relative_clip, c.log_length_scale))
+            for _ in range(c.n_layers)
         )
         self.norm = make_norm(c.norm, c.d_model)
         self.head = nn.Linear(c.d_model, vocab_size, bias=False)
@@ -138,7 +151,10 @@ class Decoder(nn.Module):
             ids = positions if pos_ids is None else pos_ids
             x = x + self.pos_emb(ids)
         rope = rope_cos_sin(positions[:1], c.d_model // c.n_heads, c.rope_base) if c.position == "rope" else None
-        ctx = SeqContext(positions=positions, rope=rope)
+        ids = None
+        if c.position == "coupling_relative":
+            ids = positions if pos_ids is None else pos_ids
+        ctx = SeqContext(positions=positions, rope=rope, pos_ids=ids)
         for i, block in enumerate(self.blocks):
             x = block(x, ctx, None if caches is None else caches[i])
         return self.head(self.norm(x))

@@ -1,4 +1,4 @@
-"""Position helpers shared by mixers: rotary embeddings (RoPE) and ALiBi biases."""
+"""Position helpers shared by mixers: rotary embeddings (RoPE), ALiBi and relative id biases."""
 
 from __future__ import annotations
 
@@ -39,7 +39,16 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 
 
 def alibi_bias(slopes: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
-    """Additive attention bias (B, H, Lq, Lk): -slope * distance, and -inf on future keys."""
+    """Additive attention bias (B, H, Lq, Lk): -slope * distance (the caller masks future keys)."""
     dist = q_pos[:, None, :, None] - k_pos[:, None, None, :]  # (B, 1, Lq, Lk)
-    bias = -slopes.to(q_pos.device)[None, :, None, None] * dist.float()
-    return bias.masked_fill(dist < 0, float("-inf"))
+    return -slopes.to(q_pos.device)[None, :, None, None] * dist.float()
+
+
+def relative_id_bias(table: torch.Tensor, q_ids: torch.Tensor, k_ids: torch.Tensor, clip: int) -> torch.Tensor:
+    """Additive attention bias (B, H, Lq, Lk) looked up by the difference of position ids.
+
+    `table` (H, 2 * clip + 1) holds one bias per head for each id difference k_id - q_id in
+    [-clip, clip]; larger differences take the end buckets. The caller masks future keys.
+    """
+    diff = (k_ids[:, None, :] - q_ids[:, :, None]).clamp(-clip, clip) + clip  # (B, Lq, Lk)
+    return table[:, diff].permute(1, 0, 2, 3)

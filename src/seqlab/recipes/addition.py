@@ -26,13 +26,14 @@ SCHEME_FORMATS: dict[str, dict[str, Any]] = {
     "alibi": {"zero_pad": True},
     "abacus": {"zero_pad": True, "reverse_operands": True},  # McLeish et al. 2024: operands least significant first
     "coupling": {"zero_pad": True},
+    "coupling_relative": {"zero_pad": True},
 }
 
 
 def reverse_addition_config(position: str, s: dict[str, Any], seed: int, index_hints: bool = False):
     """A RunConfig for reverse addition on operands of 1-10 digits under one position scheme."""
     fmt = {"reverse_output": True, **SCHEME_FORMATS[position]}
-    if position in ("abacus", "coupling") or index_hints:
+    if position in ("abacus", "coupling", "coupling_relative") or index_hints:
         fmt["max_offset"] = s["max_offset"]
     if index_hints:
         fmt["index_hints"] = True

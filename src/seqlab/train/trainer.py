@@ -38,9 +38,11 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def make_optimizer(model: torch.nn.Module, c: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms, biases or embeddings' bias-like vectors)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW with weight decay on weight matrices only: not on norms, biases, or attention bias tables
+    (`rel_bias`), whose large values are what keeps attention sharp on long inputs."""
+    named = list(model.named_parameters())
+    decay = [p for n, p in named if p.dim() >= 2 and not n.endswith("rel_bias")]
+    no_decay = [p for n, p in named if p.dim() < 2 or n.endswith("rel_bias")]
     groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), foreach=True)
 
