@@ -133,3 +133,14 @@ def test_attention_bias_tables_get_no_weight_decay():
     decay = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert all(id(b.mixer.rel_bias) in no_decay for b in model.blocks)
     assert id(model.blocks[0].mixer.qkv.weight) in decay
+
+
+def test_fused_swiglu_matches_its_reference_forward_and_backward():
+    from seqlab.models.fused import swiglu, swiglu_reference
+
+    h = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(swiglu, (h,))
+    g = torch.randn(3, 5, 8, dtype=torch.float64)
+    fast, ref = swiglu(h), swiglu_reference(h)
+    assert torch.allclose(fast, ref)
+    assert torch.allclose(torch.autograd.grad(fast, h, g)[0], torch.autograd.grad(ref, h, g)[0])

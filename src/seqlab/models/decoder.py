@@ -29,6 +29,7 @@ from pydantic import model_validator
 
 from seqlab.configs import Config
 from seqlab.models.attention import CausalSelfAttention, SeqContext
+from seqlab.models.fused import swiglu
 from seqlab.models.positions import rope_cos_sin
 
 POSITIONS = ("none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative")
@@ -86,8 +87,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(x)
         if self.swiglu:
-            gate, up = h.chunk(2, dim=-1)
-            h = F.silu(gate) * up
+            h = swiglu(h)  # silu(gate) * up, with a backward that skips a concatenation
         else:
             h = F.gelu(h)
         return self.down(h)
