@@ -109,6 +109,11 @@ class Task:
         """Problem number k (0 <= k < space_size) with operands of these lengths."""
         raise NotImplementedError
 
+    def valid_answer(self, ex: Example, output: str) -> bool:
+        """A check of a proposed answer that reads the problem only, never `ex.answer` (a maze path
+        must follow the maze's edges). Tasks without such a check accept every output."""
+        return True
+
     # -- shared machinery ----------------------------------------------------------------------
     def operand_lengths(self, rng: random.Random, i: int) -> tuple[int, ...]:
         c = self.config
