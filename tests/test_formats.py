@@ -89,6 +89,19 @@ def test_string_task_rules():
         Format(FormatConfig(index_hints=True), get("addition"), position_ids="abacus")
 
 
+@pytest.mark.parametrize("name", ["maze", "multiplication_steps"])
+def test_tasks_written_in_reading_order_refuse_reversal(name):
+    task = get(name)
+    for opts in ({"reverse_output": True}, {"reverse_output": False, "reverse_operands": True}):
+        with pytest.raises(BadInput, match="reverse_output=false"):
+            make(task, **opts)
+    ex = task.example(0, "train", 3)
+    fmt = make(task, reverse_output=False)
+    assert fmt.render(ex) == (ex.prompt, ex.answer)
+    enc = fmt.encode(ex)
+    assert fmt.tokenizer.decode(enc.prompt[1:]) == ex.prompt and enc.answer_text == ex.answer
+
+
 def test_a_few_renderings_by_hand():
     ex = Example(fields=("37", "58"), ops=("+", "="), answer="95")
     assert make(get("addition")).render(ex) == ("37+58=", "59")

@@ -32,13 +32,14 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="one JSON object pe
     """List the registered tasks."""
     from seqlab.tasks import TASKS
 
+    width = max(map(len, TASKS))
     for name in sorted(TASKS):
         cls = TASKS[name]
         knobs = sorted(cls.Config.model_fields)
         if as_json:
             _print_json({"name": name, "description": cls().describe(), "slice_key": cls.slice_key, "config": knobs})
         else:
-            out.print(f"[bold]{name:16}[/bold] {cls().describe()}  [dim]({', '.join(knobs)})[/dim]")
+            out.print(f"[bold]{name:{width}}[/bold] {cls().describe()}  [dim]({', '.join(knobs)})[/dim]")
 
 
 @app.command()

@@ -74,6 +74,9 @@ class Format:
         self.task = task
         self.position_ids = position_ids if config.position_ids == "auto" else config.position_ids
         c = config
+        if task.fixed_order and (c.reverse_output or c.reverse_operands):
+            raise BadInput(f"'{task.name}' is written in the order it is read: set format.reverse_output=false "
+                           "(and leave reverse_operands false)")
         if c.zero_pad and not task.numeric:
             raise BadInput(f"format.zero_pad applies to numeric tasks, not '{task.name}'")
         if self.position_ids == "coupled" and c.reverse_output != task.numeric:

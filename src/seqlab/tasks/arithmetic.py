@@ -68,3 +68,53 @@ class Multiplication(_BinaryArithmetic):
 
     def answer_width(self, lengths: tuple[int, ...]) -> int:
         return sum(lengths)
+
+
+def _reversed_padded(n: int, width: int) -> str:
+    """n written least significant digit first, padded with zeros on the right to `width`."""
+    return str(n)[::-1].ljust(width, "0")
+
+
+@register
+class MultiplicationSteps(Task):
+    """a * b worked digit by digit: reversed partial products and running sums (Lee, Cai et al. 2025)."""
+
+    # The paper's chain-of-thought format, the task writes all of it: operands least significant
+    # digit first, then for each digit b_i of b (least significant first) the partial product
+    # a * b_i * 10^i reversed and zero-padded to len(a) + i + 1 digits, joined by "+"; after each
+    # partial product but the first and the last, the running sum so far, in parentheses, in the
+    # same form; then "=" and the product, reversed and padded to len(a) + len(b) digits.
+    #     12 * 34  ->  21*43=840+0630=8040
+    #     123 * 456  ->  321*654=8370+05160(88860)+002940=880650
+    # meta as for `multiplication`; `answer` there is the plain product, the target is the whole chain.
+    name = "multiplication_steps"
+    Config = TaskConfig
+    n_operands = 2
+    slice_key = "n_digits"
+    fixed_order = True
+
+    def alphabet(self) -> str:
+        return "0123456789+()="
+
+    def symbols(self) -> str:
+        return "*="
+
+    def space_size(self, lengths: tuple[int, ...]) -> int:
+        la, lb = lengths
+        return n_digit_count(la) * n_digit_count(lb)
+
+    def problem(self, lengths: tuple[int, ...], k: int) -> Example:
+        la, lb = lengths
+        ka, kb = divmod(k, n_digit_count(lb))
+        a, b = n_digit_number(la, ka), n_digit_number(lb, kb)
+        steps, running = [], 0
+        for i, digit in enumerate(reversed(str(b))):
+            partial = a * int(digit) * 10**i
+            running += partial
+            step = _reversed_padded(partial, la + i + 1)
+            if 0 < i < lb - 1:
+                step += f"({_reversed_padded(running, la + i + 1)})"
+            steps.append(step)
+        chain = "+".join(steps) + "=" + _reversed_padded(a * b, la + lb)
+        meta = {"a": a, "b": b, "answer": str(a * b), "n_digits": max(la, lb), "n_digits_a": la, "n_digits_b": lb}
+        return Example(fields=(str(a)[::-1], str(b)[::-1]), ops=("*", "="), answer=chain, meta=meta)

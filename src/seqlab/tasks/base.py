@@ -88,6 +88,9 @@ class Task:
     align: ClassVar[Literal["left", "right"]] = "left"
     numeric: ClassVar[bool] = False
     slice_key: ClassVar[str] = "length"
+    # A task whose prompt and answer are already written in the order they must be read (a maze
+    # path, a worked multiplication) refuses the formats that reverse them.
+    fixed_order: ClassVar[bool] = False
 
     def __init__(self, config: TaskConfig | None = None):
         self.config = config if config is not None else self.Config()

@@ -73,6 +73,7 @@ class Maze(Task):
     name = "maze"
     Config = MazeConfig
     slice_key = "hops"
+    fixed_order = True
 
     def alphabet(self) -> str:
         return self.config.labels + ":,-"
