@@ -50,20 +50,11 @@ def collate(encoded: list[Encoded]) -> Batch:
     return Batch(torch.tensor(rows_tok), torch.tensor(rows_tgt), torch.tensor(rows_pos))
 
 
-class TrainStream:
-    """Deterministic training batches: batch(step) depends only on (task, format, seed, step)."""
-
-    def __init__(self, task: Task, fmt: Format, seed: int, batch_size: int):
-        self.task, self.fmt, self.seed, self.batch_size = task, fmt, seed, batch_size
-
-    def encoded(self, i: int) -> Encoded:
-        ex = self.task.example(self.seed, "train", i)
-        # Random position/hint offsets are drawn per example, so they are a pure function of i too.
-        return self.fmt.encode(ex, random.Random(f"offset:{self.seed}:{i}"))
+class Stream:
+    """Deterministic training batches: `batch(step)` is a pure function of the stream and the step."""
 
     def batch(self, step: int) -> Batch:
-        start = step * self.batch_size
-        return collate([self.encoded(i) for i in range(start, start + self.batch_size)])
+        raise NotImplementedError
 
     def prefetch(self, start: int, stop: int, depth: int = 2) -> Iterator[Batch]:
         """Batches start..stop-1, made in a background thread while the model trains on the last one.
@@ -98,6 +89,57 @@ class TrainStream:
                     q.get_nowait()
                 except queue.Empty:
                     thread.join(timeout=0.05)
+
+
+class TrainStream(Stream):
+    """Batches of the task's train split: batch(step) depends only on (task, format, seed, step)."""
+
+    def __init__(self, task: Task, fmt: Format, seed: int, batch_size: int):
+        self.task, self.fmt, self.seed, self.batch_size = task, fmt, seed, batch_size
+
+    def encoded(self, i: int) -> Encoded:
+        ex = self.task.example(self.seed, "train", i)
+        # Random position/hint offsets are drawn per example, so they are a pure function of i too.
+        return self.fmt.encode(ex, random.Random(f"offset:{self.seed}:{i}"))
+
+    def batch(self, step: int) -> Batch:
+        start = step * self.batch_size
+        return collate([self.encoded(i) for i in range(start, start + self.batch_size)])
+
+
+@dataclass
+class Labelled:
+    """A problem with a label a model wrote (as the format writes answers); no true answer."""
+
+    problem: Example  # its `answer` is empty: the true one never gets here
+    label: str
+
+
+class MixtureStream(Stream):
+    """Each row drawn from one of several sources with fixed weights: the task's own train split
+    (true answers, for the starting range) or a list of model-labelled problems.
+
+    Row j of batch `step` picks its source and its example with a PRNG seeded by (seed, step, j), so
+    batches stay a pure function of the step and a resumed run sees the same data.
+    """
+
+    def __init__(self, sources: list[tuple[float, Task | list[Labelled]]], fmt: Format, seed: int, batch_size: int):
+        if not sources or any(w <= 0 for w, _ in sources):
+            raise ValueError("a mixture needs at least one source, each with a positive weight")
+        self.sources, self.fmt, self.seed, self.batch_size = sources, fmt, seed, batch_size
+        self.weights = [w for w, _ in sources]
+
+    def encoded(self, step: int, j: int) -> Encoded:
+        rng = random.Random(f"mix:{self.seed}:{step}:{j}")
+        _, source = rng.choices(self.sources, weights=self.weights)[0]
+        if isinstance(source, Task):
+            ex = source.example(self.seed, "train", step * self.batch_size + j)
+            return self.fmt.encode(ex, rng)
+        item = source[rng.randrange(len(source))]
+        return self.fmt.encode(item.problem, rng, answer_text=item.label)
+
+    def batch(self, step: int) -> Batch:
+        return collate([self.encoded(step, j) for j in range(self.batch_size)])
 
 
 def test_examples(task: Task, fmt: Format, seed: int, n: int) -> list[tuple[Example, Encoded]]:

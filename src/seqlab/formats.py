@@ -149,10 +149,14 @@ class Format:
         return prompt, sig, idx, answer_text
 
     # -- tokens ----------------------------------------------------------------------------------
-    def encode(self, ex: Example, rng: random.Random | None = None) -> Encoded:
-        """Token ids for an example; `rng` (training only) draws the random position or hint offset."""
+    def encode(self, ex: Example, rng: random.Random | None = None, answer_text: str | None = None) -> Encoded:
+        """Token ids for an example; `rng` (training only) draws the random position or hint offset.
+
+        `answer_text`, as this format writes answers, replaces the example's own answer (a label a
+        model wrote); position ids never depend on the answer, so they are the same either way."""
         offset = self._offset(rng)
-        prompt, sig, idx, answer_text = self._render_all(ex, offset)
+        prompt, sig, idx, own_answer = self._render_all(ex, offset)
+        answer_text = own_answer if answer_text is None else answer_text
         tok = self.tokenizer
         prompt_ids = [BOS] + tok.encode(prompt)
         answer_ids = tok.encode(answer_text) + [EOS]

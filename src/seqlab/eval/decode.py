@@ -12,11 +12,13 @@ from seqlab.tokenizer import EOS
 
 
 @torch.no_grad()
-def decode(model, encoded: list[Encoded], fmt: Format, batch_size: int = 256, device="cpu") -> list[str]:
+def decode(model, encoded: list[Encoded], fmt: Format, batch_size: int = 256, device="cpu",
+           max_new: int | None = None) -> list[str]:
     """The answer text the model writes for each prompt (greedy, KV cache).
 
-    Prompts are grouped by length so a batch needs no padding. Each answer may run to two tokens
-    past the expected answer's length, which is enough to tell a right answer from a wrong one.
+    Prompts are grouped by length so a batch needs no padding. By default each answer may run to two
+    tokens past the expected answer's length, which is enough to tell a right answer from a wrong
+    one; `max_new` fixes the limit instead (labelling, where no answer is known).
     """
     was_training = model.training
     model.eval()
@@ -30,8 +32,8 @@ def decode(model, encoded: list[Encoded], fmt: Format, batch_size: int = 256, de
             prompt = torch.tensor([encoded[k].prompt for k in chunk], device=device)
             pos = torch.tensor([encoded[k].prompt_pos for k in chunk], device=device)
             base = torch.tensor([encoded[k].answer_pos_base for k in chunk], device=device)
-            max_new = max(len(encoded[k].answer) for k in chunk) + 2
-            gen = model.generate(prompt, pos, base, max_new, EOS).tolist()
+            limit = max_new or max(len(encoded[k].answer) for k in chunk) + 2
+            gen = model.generate(prompt, pos, base, limit, EOS).tolist()
             for k, row in zip(chunk, gen):
                 out[k] = fmt.tokenizer.decode(row)
     model.train(was_training)

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from seqlab.data import TrainStream
+from seqlab.data import Stream
 from seqlab.errors import RunFailed
 from seqlab.io import atomic_write_text, read_jsonl
 from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -48,7 +48,7 @@ def make_optimizer(model: torch.nn.Module, c: TrainConfig) -> torch.optim.AdamW:
 
 
 class Trainer:
-    def __init__(self, model, stream: TrainStream, config: TrainConfig, run_dir: Path,
+    def __init__(self, model, stream: Stream, config: TrainConfig, run_dir: Path,
                  evaluate: Evaluator | None = None, quiet: bool = False):
         self.c, self.stream, self.run_dir = config, stream, Path(run_dir)
         self.device = pick_device(config.device)

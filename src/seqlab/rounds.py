@@ -1,0 +1,149 @@
+"""Self-improvement rounds, wired together: label with decoding, train on mixtures, evaluate.
+
+The loop's parts (config, filters, round data) are in `seqlab.train.self_improve`; this module
+runs them, since labelling needs decoding and the report needs evaluation (layers below `train`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqlab.data import Labelled, MixtureStream
+from seqlab.errors import BadInput
+from seqlab.eval.decode import decode
+from seqlab.formats import Format
+from seqlab.io import read_json, write_json
+from seqlab.runs import build_parts, check_writable, evaluate_by_length, load_run, read_run_config, train_run
+from seqlab.train import RunConfig, Trainer
+from seqlab.train.self_improve import (
+    SelfImproveConfig,
+    _label_report,
+    check_supported,
+    filter_labels,
+    load_round_data,
+    mixture_weights,
+    round_lengths,
+    rounds_done,
+    save_round_data,
+    strip_answer,
+)
+
+
+def _round_dir(out: Path, r: int) -> Path:
+    return out / "rounds" / f"round-{r:03d}"
+
+
+def _model_config(run: RunConfig, k: int) -> RunConfig:
+    """Model k of the vote: the same run with its own seed."""
+    return run.model_copy(update={"train": run.train.model_copy(update={"seed": run.train.seed + k})})
+
+
+def _eval_lengths(run: RunConfig, si: SelfImproveConfig) -> list[int]:
+    if si.eval_lengths:
+        return si.eval_lengths
+    return list(range(1, round_lengths(run, si, si.rounds)[-1] + 6))
+
+
+def _continue(model_dir: Path, sources, total_steps: int, si: SelfImproveConfig, quiet: bool) -> None:
+    """Train one model on to `total_steps` on a mixture, from its newest checkpoint."""
+    config = read_run_config(model_dir)
+    _, fmt, model = build_parts(config)
+    train = config.train.model_copy(update={
+        "steps": total_steps, "schedule": "wsd", "decay_frac": si.decay_steps / total_steps,
+        "target_accuracy": None, "eval_every": total_steps})
+    stream = MixtureStream(sources, fmt, config.train.seed, train.batch_size)
+    trainer = Trainer(model, stream, train, model_dir, evaluate=None, quiet=quiet)
+    trainer.resume()
+    trainer.fit()
+
+
+def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool = False) -> list[dict[str, Any]]:
+    """Run (or resume) rounds 0..si.rounds in `out`; returns each round's report."""
+    out = Path(out)
+    check_supported(run)
+    spec = {"run": run.to_json(), "self_improve": si.to_json()}
+    spec_path = out / "self_improve.json"
+    if spec_path.exists() and read_json(spec_path) != spec:
+        raise BadInput(f"{out} holds a different self-improvement run; choose a new --out")
+    if not spec_path.exists() and out.exists() and any(out.iterdir()):
+        raise BadInput(f"{out} exists and is not a self-improvement run; choose a new --out")
+    check_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(spec_path, spec)
+
+    task = run.make_task()
+    fmt = Format(run.format, task, run.format_position_ids)
+    model_dirs = [out / "models" / f"m{k}" for k in range(si.n_models)]
+    eval_lengths = _eval_lengths(run, si)
+    reports = rounds_done(out)
+
+    if not reports:  # round 0: ordinary runs on the starting range, with true answers
+        for k, d in enumerate(model_dirs):
+            train_run(d, _model_config(run, k), quiet=quiet)
+        ev = evaluate_by_length(model_dirs[0], eval_lengths, si.eval_n, label="round_000")
+        report = {"round": 0, "lengths": [task.config.min_len, task.config.max_len], "steps": run.train.steps,
+                  "exact_match_by_length": ev["exact_match_by_length"]}
+        write_json(_round_dir(out, 0) / "done.json", report)
+        reports.append(report)
+
+    n_start = task.config.max_len - task.config.min_len + 1
+    for r in range(len(reports), si.rounds + 1):
+        rdir = _round_dir(out, r)
+        lengths = round_lengths(run, si, r)
+        data_path, label_path = rdir / "data.jsonl", rdir / "labels.json"
+        if not label_path.exists():  # labels are made once, by the models as they were after round r - 1
+            items, label_report = _make_labels(task, fmt, run, si, model_dirs, lengths)
+            save_round_data(data_path, items)
+            write_json(label_path, label_report)
+        label_report = read_json(label_path)
+
+        earlier = []  # (lengths covered, kept labels) of every earlier round that kept any
+        for q in range(1, r):
+            items = load_round_data(_round_dir(out, q) / "data.jsonl")
+            if items:
+                earlier.append((len(reports[q]["lengths"]), items))
+        newest = load_round_data(data_path)
+        sources: list = []
+        if newest:
+            weights = mixture_weights(n_start, [n for n, _ in earlier], si.new_share)
+            sources = [(weights[0], task)] + [(w, items) for w, (_, items) in zip(weights[1:-1], earlier)]
+            sources.append((weights[-1], newest))
+        else:  # nothing kept (or the no-self-improvement control): the old mixture, same steps
+            total = n_start + sum(n for n, _ in earlier)
+            sources = [(n_start / total, task)] + [(n / total, items) for n, items in earlier]
+        total_steps = run.train.steps + r * si.steps_per_round
+        for d in model_dirs:
+            _continue(d, sources, total_steps, si, quiet)
+        ev = evaluate_by_length(model_dirs[0], eval_lengths, si.eval_n, label=f"round_{r:03d}")
+        report = {"round": r, "lengths": lengths, "steps": total_steps, "labels": label_report,
+                  "exact_match_by_length": ev["exact_match_by_length"]}
+        write_json(rdir / "done.json", report)
+        reports.append(report)
+    return reports
+
+
+def _make_labels(task, fmt: Format, run: RunConfig, si: SelfImproveConfig, model_dirs, lengths):
+    """(kept labelled problems, label report) for one round."""
+    truth = [task.at_length(L).example(run.train.seed, "train", i) for L in lengths for i in range(si.n_per_length)]
+    problems = [strip_answer(ex, task.slice_key) for ex in truth]
+    if si.labels == "none":
+        return [], {"n": 0, "kept": 0, "kept_share": None, "label_accuracy": None, "label_accuracy_kept": None}
+    if si.labels == "oracle":
+        labels = [fmt.render(ex)[1] for ex in truth]
+        keep = [True] * len(labels)
+    else:
+        encoded = [fmt.encode(p) for p in problems]
+        votes = []
+        for d in model_dirs:
+            _, _, _, model = load_run(d)
+            device = next(model.parameters()).device
+            votes.append(decode(model, encoded, fmt, si.label_batch, device, max_new=si.max_label_tokens))
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        labels, keep = filter_labels(task, problems, votes, si)
+    report = _label_report(fmt, truth, labels, keep)
+    return [Labelled(p, s) for p, s, k in zip(problems, labels, keep) if k], report
