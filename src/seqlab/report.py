@@ -24,8 +24,9 @@ def claims_table(results: dict[str, Any]) -> str:
 
 
 def results_header(results: dict[str, Any], title: str) -> str:
+    options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(results.get("options", {}).items()))
     return (f"# {title}\n\n"
-            f"`seqlab reproduce {results['recipe']} --budget {results['budget']} --seed {results['seed']}` · "
+            f"`seqlab reproduce {results['recipe']}{options} --budget {results['budget']} --seed {results['seed']}` · "
             f"device {results['device']} · seqlab {results['seqlab_version']} · {results['wall_seconds']:.0f} s\n\n"
             f"## Claims\n\n{claims_table(results)}\n")
 

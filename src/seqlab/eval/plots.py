@@ -1,4 +1,4 @@
-"""Plots of accuracy against length, with the training range shaded."""
+"""Plots: accuracy against length (training range shaded), label accuracy against round."""
 
 from __future__ import annotations
 
@@ -26,6 +26,26 @@ def accuracy_by_length(curves: dict[str, dict[int, float]], path: Path, train_ra
     ax.grid(alpha=0.3)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: curves stay visible
+    return _save(fig, path)
+
+
+def label_accuracy_by_round(curves: dict[str, list[float | None]], path: Path, title: str = "") -> Path:
+    """One line per label: accuracy (y) of the labels made in round r (x, from 1); None is skipped."""
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=120)
+    for label, values in curves.items():
+        points = [(r, v) for r, v in enumerate(values, start=1) if v is not None]
+        ax.plot([r for r, _ in points], [v for _, v in points], marker="o", markersize=3, label=label)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("round")
+    ax.set_ylabel("label accuracy")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write atomically: a reader never sees half a file."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -1,0 +1,155 @@
+"""Self-improvement on length (Lee, Cai et al. 2025): three arms on one task, the same steps each.
+
+- self: each round the models label the next length, the labels are filtered, training continues
+  on the mix;
+- control: the same rounds and steps with no new data (the starting range only);
+- oracle: the same rounds with true answers for the new lengths (the upper bound).
+
+Every arm uses no position encoding (NoPE), as the paper does: under it the control does not
+generalize past its training range by itself, so what the self arm gains is the loop's doing.
+Multiplication, whose paper schedule grows one operand at a time, is not here yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from seqlab.eval.plots import accuracy_by_length, label_accuracy_by_round
+from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
+from seqlab.report import length_table, results_header
+from seqlab.rounds import self_improve
+from seqlab.runs import resolve_config
+from seqlab.train.self_improve import SelfImproveConfig
+
+# task option -> (task settings, format settings, filters). Starting ranges follow the paper.
+TASKS: dict[str, dict[str, Any]] = {
+    "reverse-addition": {"task": {"name": "addition", "min_len": 1, "max_len": 10},
+                         "format": {"reverse_output": True, "zero_pad": True}, "filters": {}},
+    "forward-addition": {"task": {"name": "addition", "min_len": 1, "max_len": 10},
+                         "format": {"reverse_output": False}, "filters": {"length_threshold": 2}},
+    "copy": {"task": {"name": "copy", "min_len": 1, "max_len": 10}, "format": {"reverse_output": False}, "filters": {}},
+    "reverse": {"task": {"name": "reverse", "min_len": 1, "max_len": 10}, "format": {"reverse_output": False},
+                "filters": {}},
+    "maze": {"task": {"name": "maze", "min_len": 1, "max_len": 9, "n_nodes": 30}, "format": {"reverse_output": False},
+             "filters": {"check_validity": True}},  # a path must follow the maze's edges
+}
+ARMS = {"self": "self", "control": "none", "oracle": "oracle"}
+
+BUDGETS = {
+    "smoke": {
+        "model": {"n_layers": 1, "d_model": 32, "n_heads": 2},
+        "train": {"steps": 20, "batch_size": 16, "lr": 3e-3, "warmup": 2, "eval_every": 20, "eval_n": 8,
+                  "checkpoint_every": 10, "log_every": 10},
+        "self_improve": {"rounds": 2, "n_per_length": 16, "steps_per_round": 10, "decay_steps": 5, "eval_n": 4,
+                         "label_batch": 16, "max_label_tokens": 64},
+        "start_top": 3, "target_rounds": 2,
+    },
+    "cpu": {
+        "model": {"n_layers": 4, "d_model": 128, "n_heads": 4},
+        "train": {"steps": 3000, "batch_size": 128, "lr": 1e-3, "warmup": 100, "schedule": "wsd", "decay_frac": 0.2,
+                  "eval_every": 1000, "eval_n": 200, "checkpoint_every": 500, "log_every": 100},
+        "self_improve": {"rounds": 20, "n_per_length": 2000, "steps_per_round": 300, "decay_steps": 150,
+                         "eval_n": 50, "max_label_tokens": 128},
+        "start_top": None, "target_rounds": 20,
+    },
+    "gpu": {
+        "model": {"n_layers": 6, "d_model": 384, "n_heads": 6, "mlp": "swiglu", "norm": "rmsnorm"},
+        "train": {"steps": 10000, "batch_size": 1024, "lr": 5e-4, "warmup": 1000, "schedule": "wsd", "decay_frac": 0.2,
+                  "eval_every": 2000, "eval_n": 500, "checkpoint_every": 1000, "log_every": 100},
+        "self_improve": {"rounds": 90, "n_per_length": 50000, "steps_per_round": 1000, "decay_steps": 500,
+                         "eval_n": 200, "label_batch": 1024, "max_label_tokens": 256},
+        "start_top": None, "target_rounds": 90,
+    },
+}
+
+
+def _run_config(ctx: Context, spec: dict[str, Any]):
+    s = ctx.settings
+    task = dict(spec["task"])
+    if s["start_top"] is not None:  # smoke: a short starting range
+        task["max_len"] = s["start_top"]
+    return resolve_config({"task": task, "format": spec["format"], "model": {**s["model"], "position": "none"},
+                           "train": {**s["train"], "seed": ctx.seed}})
+
+
+def run(ctx: Context) -> Outcome:
+    name = ctx.options.task
+    spec = TASKS[name]
+    run_cfg = _run_config(ctx, spec)
+    per_arm: dict[str, list[dict[str, Any]]] = {}
+    for arm, labels in ARMS.items():
+        filters = spec["filters"] if arm == "self" else {}
+        si = SelfImproveConfig(**{**ctx.settings["self_improve"], **filters, "labels": labels})
+        per_arm[arm] = self_improve(ctx.run_dir(arm), run_cfg, si, quiet=ctx.quiet)
+
+    start_top = run_cfg.make_task().config.max_len
+    reached = per_arm["self"][-1]["lengths"][-1]
+    final = {arm: {int(k): v for k, v in reps[-1]["exact_match_by_length"].items()} for arm, reps in per_arm.items()}
+    curves = {f"after round {r['round']}": {int(k): v for k, v in r["exact_match_by_length"].items()}
+              for r in per_arm["self"]}
+    label_acc = {arm: [r["labels"]["label_accuracy"] for r in reps[1:]] for arm, reps in per_arm.items() if arm != "control"}
+    label_acc["self (kept)"] = [r["labels"]["label_accuracy_kept"] for r in per_arm["self"][1:]]
+    accuracy_by_length(curves, ctx.out / "plots" / "exact_match_by_round.png", (1, start_top),
+                       title=f"self-improvement on {name}: exact match after each round")
+    label_accuracy_by_round(label_acc, ctx.out / "plots" / "label_accuracy.png",
+                            title=f"{name}: accuracy of the new round's labels")
+    metrics: dict[str, Any] = {"task": name, "start_top": start_top, "last_round_length": reached}
+    for arm, curve in final.items():
+        metrics[f"{arm}.exact_match@{reached}"] = curve.get(reached)
+        metrics[f"{arm}.longest_length_at_95"] = _longest(curve, 0.95)
+    extra = {"rounds": per_arm, "final": {arm: {str(k): v for k, v in c.items()} for arm, c in final.items()}}
+    return Outcome(metrics=metrics, runs={arm: f"runs/{arm}" for arm in ARMS},
+                   artifacts=["plots/exact_match_by_round.png", "plots/label_accuracy.png"], extra=extra)
+
+
+def _longest(curve: dict[int, float], level: float) -> int:
+    best = 0
+    for L in sorted(curve):
+        if curve[L] < level:
+            break
+        best = L
+    return best
+
+
+def report(ctx: Context, results: dict[str, Any]) -> str:
+    m = results["metrics"]
+    lines = [results_header(results, f"Self-improvement on {m['task']}"),
+             f"Trained on lengths 1-{m['start_top']} with true answers, then one round per new length up to "
+             f"{m['last_round_length']}. Every arm uses no position encoding (NoPE) and the same steps.\n\n",
+             "## Labels per round (self arm)\n\n| round | length | labelled | kept | label accuracy | kept labels' accuracy |\n"
+             "|---:|---:|---:|---:|---:|---:|\n"]
+    for r in results["rounds"]["self"][1:]:
+        lab = r["labels"]
+        kept_acc = "—" if lab["label_accuracy_kept"] is None else f"{lab['label_accuracy_kept']:.3f}"
+        lines.append(f"| {r['round']} | {','.join(map(str, r['lengths']))} | {lab['n']} | {lab['kept']} "
+                     f"| {lab['label_accuracy']:.3f} | {kept_acc} |\n")
+    rounds = results["rounds"]["self"][1:]
+    first_bad = next((r["round"] for r in rounds
+                      if r["labels"]["label_accuracy_kept"] is not None and r["labels"]["label_accuracy_kept"] < 0.9), None)
+    if not any(r["labels"]["kept"] for r in rounds):
+        lines.append("\nNo round kept any label: the self arm trained on its starting range only.\n")
+    elif first_bad:
+        lines.append(f"\nErrors start to pile up (kept labels below 90% right) in round {first_bad}.\n")
+    else:
+        lines.append("\nKept labels stay at least 90% right in every round that kept any.\n")
+    finals = {arm: {int(k): v for k, v in c.items()} for arm, c in results["final"].items()}
+    lines.append("\n![exact match by round](plots/exact_match_by_round.png)\n\n![label accuracy](plots/label_accuracy.png)\n\n")
+    lines.append("## Exact match by length after the last round\n\n" + length_table(finals, sorted(next(iter(finals.values())))))
+    return "".join(lines)
+
+
+def _options(parser) -> None:
+    parser.add_argument("--task", choices=sorted(TASKS), default="reverse-addition")
+
+
+register(Recipe(
+    name="self-improve",
+    paper="Lee, Cai et al. 2025, Self-Improving Transformers Overcome Easy-to-Hard and Length Generalization Challenges",
+    description="models label their own longer problems, round after round, against a no-new-data control and oracle labels",
+    budgets=BUDGETS,
+    claims=[],
+    run=run,
+    report=report,
+    options=_options,
+    minutes={"smoke": 1.0},
+))
