@@ -98,7 +98,7 @@ def run(ctx: Context) -> Outcome:
         metrics[f"{arm}.exact_match@{reached}"] = curve.get(reached)
         metrics[f"{arm}.longest_length_at_95"] = _longest(curve, 0.95)
     extra = {"rounds": per_arm, "final": {arm: {str(k): v for k, v in c.items()} for arm, c in final.items()}}
-    return Outcome(metrics=metrics, runs={arm: f"runs/{arm}" for arm in ARMS},
+    return Outcome(metrics=metrics, runs={arm: f"runs/{arm}/models/m0" for arm in ARMS},  # the model each arm evaluates
                    artifacts=["plots/exact_match_by_round.png", "plots/label_accuracy.png"], extra=extra)
 
 
