@@ -23,6 +23,14 @@ def test_config_round_trips_through_json():
     assert c.to_json()["task"] == {"name": "sort", "sampling": "independent", "min_len": 1, "max_len": 10, "alphabet": "xyz"}
 
 
+def test_none_unsets_optional_fields_and_stays_a_word_elsewhere():
+    from seqlab.runs import resolve_config
+
+    cfg = resolve_config({}, ["model.position=none", "train.target_accuracy=none", "model.d_mlp=null"])
+    assert cfg.model.position == "none" and cfg.train.target_accuracy is None and cfg.model.d_mlp is None
+    assert resolve_config({}, ["train.target_accuracy=0.9"]).train.target_accuracy == 0.9
+
+
 def test_overrides_parse_values():
     assert parse_value("3") == 3 and parse_value("1e-3") == 1e-3 and parse_value("true") is True
     assert parse_value("abc") == "abc" and parse_value("[1, 2]") == [1, 2]

@@ -9,17 +9,39 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import types
+import typing
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from seqlab.errors import BadInput
 
 C = TypeVar("C", bound="Config")
 
 
+def _allows_none(annotation: Any) -> bool:
+    return annotation is None or (typing.get_origin(annotation) in (typing.Union, types.UnionType)
+                                  and type(None) in typing.get_args(annotation))
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_words(cls, data: Any) -> Any:
+        """`key=none` (or null) on the command line unsets a field that may be None; where "none" is
+        a value of its own (model.position=none) it stays the word."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is not None and isinstance(value, str) and value.lower() in ("none", "null") \
+                    and _allows_none(field.annotation):
+                out[name] = None
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", serialize_as_any=True)
@@ -78,9 +100,7 @@ def parse_value(text: str) -> Any:
         low = text.lower()
         if low in ("true", "false"):
             return low == "true"
-        if low in ("none", "null"):
-            return None
-        return text
+        return text  # "none" stays a word: configs turn it into None where a field may be None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
