@@ -66,3 +66,13 @@ def write_run_report(path: Path) -> Path:
     out = path / "report.md"
     atomic_write_text(out, "".join(parts))
     return out
+
+
+def longest_at(curve: dict[int, float], level: float) -> int:
+    """The longest length L such that every length up to L reaches `level` (0 if length 1 fails)."""
+    best = 0
+    for L in sorted(curve):
+        if curve[L] < level:
+            break
+        best = L
+    return best

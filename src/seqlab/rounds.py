@@ -16,7 +16,14 @@ from seqlab.errors import BadInput
 from seqlab.eval.decode import decode
 from seqlab.formats import Format
 from seqlab.io import read_json, write_json
-from seqlab.runs import build_parts, check_writable, evaluate_by_length, load_run, read_run_config, train_run
+from seqlab.runs import (
+    build_parts,
+    check_writable,
+    evaluate_by_length,
+    load_run,
+    read_run_config,
+    train_run,
+)
 from seqlab.train import RunConfig, Trainer
 from seqlab.train.self_improve import (
     SelfImproveConfig,

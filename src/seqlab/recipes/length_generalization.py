@@ -21,7 +21,7 @@ from typing import Any
 from seqlab.eval.plots import accuracy_by_length
 from seqlab.recipes.addition import TRAIN_LENGTHS, reverse_addition_config
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.report import length_table, results_header
+from seqlab.report import length_table, longest_at, results_header
 from seqlab.runs import evaluate_by_length, train_run
 
 
@@ -45,16 +45,6 @@ SCHEMES = (
     Scheme("relative coupling + SSMax", "coupling-relative", "coupling_relative", {"log_length_scale": True}),
 )
 HINT_BASES = ("NoPE", "learned", "RoPE")  # index hints need standard position ids
-
-
-def longest_at(curve: dict[int, float], level: float) -> int:
-    """The longest length L such that every length up to L reaches `level` (0 if length 1 fails)."""
-    best = 0
-    for L in sorted(curve):
-        if curve[L] < level:
-            break
-        best = L
-    return best
 
 
 def _train_and_eval(ctx: Context, scheme: Scheme, hints: bool = False) -> dict[int, float]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from seqlab.eval.plots import accuracy_by_length, label_accuracy_by_round
-from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.report import length_table, results_header
+from seqlab.recipes.base import Context, Outcome, Recipe, register
+from seqlab.report import length_table, longest_at, results_header
 from seqlab.rounds import self_improve
 from seqlab.runs import resolve_config
 from seqlab.train.self_improve import SelfImproveConfig
@@ -96,19 +96,10 @@ def run(ctx: Context) -> Outcome:
     metrics: dict[str, Any] = {"task": name, "start_top": start_top, "last_round_length": reached}
     for arm, curve in final.items():
         metrics[f"{arm}.exact_match@{reached}"] = curve.get(reached)
-        metrics[f"{arm}.longest_length_at_95"] = _longest(curve, 0.95)
+        metrics[f"{arm}.longest_length_at_95"] = longest_at(curve, 0.95)
     extra = {"rounds": per_arm, "final": {arm: {str(k): v for k, v in c.items()} for arm, c in final.items()}}
     return Outcome(metrics=metrics, runs={arm: f"runs/{arm}/models/m0" for arm in ARMS},  # the model each arm evaluates
                    artifacts=["plots/exact_match_by_round.png", "plots/label_accuracy.png"], extra=extra)
-
-
-def _longest(curve: dict[int, float], level: float) -> int:
-    best = 0
-    for L in sorted(curve):
-        if curve[L] < level:
-            break
-        best = L
-    return best
 
 
 def report(ctx: Context, results: dict[str, Any]) -> str:

@@ -30,10 +30,15 @@ class _BinaryArithmetic(Task):
         la, lb = lengths
         return n_digit_count(la) * n_digit_count(lb)
 
-    def problem(self, lengths: tuple[int, ...], k: int) -> Example:
+    def operands(self, lengths: tuple[int, ...], k: int) -> tuple[int, int]:
+        """Problem number k's operands: k counts pairs (a, b) of the given digit counts."""
         la, lb = lengths
         ka, kb = divmod(k, n_digit_count(lb))
-        a, b = n_digit_number(la, ka), n_digit_number(lb, kb)
+        return n_digit_number(la, ka), n_digit_number(lb, kb)
+
+    def problem(self, lengths: tuple[int, ...], k: int) -> Example:
+        la, lb = lengths
+        a, b = self.operands(lengths, k)
         answer = str(self.compute(a, b))
         meta = {"a": a, "b": b, "answer": answer, "n_digits": max(la, lb), "n_digits_a": la, "n_digits_b": lb}
         return Example(fields=(str(a), str(b)), ops=(self.op, "="), answer=answer, meta=meta)
@@ -76,7 +81,7 @@ def _reversed_padded(n: int, width: int) -> str:
 
 
 @register
-class MultiplicationSteps(Task):
+class MultiplicationSteps(_BinaryArithmetic):
     """a * b worked digit by digit: reversed partial products and running sums (Lee, Cai et al. 2025)."""
 
     # The paper's chain-of-thought format, the task writes all of it: operands least significant
@@ -89,24 +94,20 @@ class MultiplicationSteps(Task):
     # meta as for `multiplication`; `answer` there is the plain product, the target is the whole chain.
     name = "multiplication_steps"
     Config = TaskConfig
-    n_operands = 2
-    slice_key = "n_digits"
+    op = "*"
+    align = "left"  # written as a whole, in reading order: no format reverses or pads it
+    numeric = False
     fixed_order = True
 
     def alphabet(self) -> str:
         return "0123456789+()="
 
-    def symbols(self) -> str:
-        return "*="
-
-    def space_size(self, lengths: tuple[int, ...]) -> int:
-        la, lb = lengths
-        return n_digit_count(la) * n_digit_count(lb)
+    def compute(self, a: int, b: int) -> int:
+        return a * b
 
     def problem(self, lengths: tuple[int, ...], k: int) -> Example:
         la, lb = lengths
-        ka, kb = divmod(k, n_digit_count(lb))
-        a, b = n_digit_number(la, ka), n_digit_number(lb, kb)
+        a, b = self.operands(lengths, k)
         steps, running = [], 0
         for i, digit in enumerate(reversed(str(b))):
             partial = a * int(digit) * 10**i

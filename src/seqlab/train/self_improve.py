@@ -35,7 +35,7 @@ from seqlab.configs import Config
 from seqlab.data import Labelled
 from seqlab.errors import BadInput
 from seqlab.formats import Format
-from seqlab.io import read_json, read_jsonl, write_json
+from seqlab.io import read_json, read_jsonl
 from seqlab.tasks import Example, Task
 from seqlab.train.config import RunConfig
 from seqlab.train.label_filters import length_filter, majority_vote, validity_filter
