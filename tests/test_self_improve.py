@@ -78,15 +78,32 @@ SMOKE = dict(rounds=2, n_per_length=12, steps_per_round=10, decay_steps=5, eval_
 
 def test_round_lengths_follow_the_schedule():
     run = _run()
-    assert round_lengths(run, SelfImproveConfig(), 1) == [4]
-    assert round_lengths(run, SelfImproveConfig(lengths_per_round=3), 2) == [7, 8, 9]
+    assert round_lengths(run, SelfImproveConfig(), 1) == [(4, 4)]
+    assert round_lengths(run, SelfImproveConfig(lengths_per_round=3), 2) == [(7, 7), (8, 8), (9, 9)]
+    paper = SelfImproveConfig(rounds=2, schedule=[[[1, 6], [6, 1]], [[2, 6], [6, 2]]])
+    assert round_lengths(run, paper, 2) == [(2, 6), (6, 2)]
+    with pytest.raises(ValueError):
+        SelfImproveConfig(rounds=3, schedule=[[[1, 6]]])
+
+
+def test_a_schedule_of_operand_lengths_labels_exactly_those_sizes(tmp_path):
+    run = resolve_config({
+        "task": {"name": "multiplication_steps", "min_len": 1, "max_len": 2}, "format": {"reverse_output": False},
+        "model": {"n_layers": 1, "d_model": 32, "n_heads": 2, "position": "none"},
+        "train": {"steps": 10, "batch_size": 8, "warmup": 2, "eval_every": 10, "eval_n": 4, "checkpoint_every": 5}})
+    si = SelfImproveConfig(labels="oracle", schedule=[[[1, 3], [3, 1]]], **{**SMOKE, "rounds": 1})
+    reports = self_improve(tmp_path / "si", run, si, quiet=True)
+    assert reports[1]["lengths"] == [[1, 3], [3, 1]]
+    rows = list(read_jsonl(tmp_path / "si" / "rounds" / "round-001" / "data.jsonl"))
+    sizes = {(len(r["fields"][0]), len(r["fields"][1])) for r in rows}
+    assert sizes == {(1, 3), (3, 1)} and len(rows) == 2 * SMOKE["n_per_length"]
 
 
 def test_smoke_loop_writes_a_report_per_round(tmp_path):
     si = SelfImproveConfig(n_models=2, **SMOKE)
     reports = self_improve(tmp_path / "si", _run(), si, quiet=True)
     assert [r["round"] for r in reports] == [0, 1, 2]
-    assert [r["lengths"] for r in reports[1:]] == [[4], [5]]
+    assert [r["lengths"] for r in reports[1:]] == [[[4, 4]], [[5, 5]]]
     assert reports[-1]["steps"] == 20 + 2 * 10
     for r in reports[1:]:
         labels = r["labels"]

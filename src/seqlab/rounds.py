@@ -51,7 +51,8 @@ def _model_config(run: RunConfig, k: int) -> RunConfig:
 def _eval_lengths(run: RunConfig, si: SelfImproveConfig) -> list[int]:
     if si.eval_lengths:
         return si.eval_lengths
-    return list(range(1, round_lengths(run, si, si.rounds)[-1] + 6))
+    top = max(max(t) for r in range(1, si.rounds + 1) for t in round_lengths(run, si, r))
+    return list(range(1, top + 6))
 
 
 def _continue(model_dir: Path, sources, total_steps: int, si: SelfImproveConfig, quiet: bool) -> None:
@@ -91,7 +92,7 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
         for k, d in enumerate(model_dirs):
             train_run(d, _model_config(run, k), quiet=quiet)
         ev = evaluate_by_length(model_dirs[0], eval_lengths, si.eval_n, label="round_000")
-        report = {"round": 0, "lengths": [task.config.min_len, task.config.max_len], "steps": run.train.steps,
+        report = {"round": 0, "train_range": [task.config.min_len, task.config.max_len], "steps": run.train.steps,
                   "exact_match_by_length": ev["exact_match_by_length"]}
         write_json(_round_dir(out, 0) / "done.json", report)
         reports.append(report)
@@ -125,7 +126,7 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
         for d in model_dirs:
             _continue(d, sources, total_steps, si, quiet)
         ev = evaluate_by_length(model_dirs[0], eval_lengths, si.eval_n, label=f"round_{r:03d}")
-        report = {"round": r, "lengths": lengths, "steps": total_steps, "labels": label_report,
+        report = {"round": r, "lengths": [list(t) for t in lengths], "steps": total_steps, "labels": label_report,
                   "exact_match_by_length": ev["exact_match_by_length"]}
         write_json(rdir / "done.json", report)
         reports.append(report)
@@ -134,7 +135,7 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
 
 def _make_labels(task, fmt: Format, run: RunConfig, si: SelfImproveConfig, model_dirs, lengths):
     """(kept labelled problems, label report) for one round."""
-    truth = [task.at_length(L).example(run.train.seed, "train", i) for L in lengths for i in range(si.n_per_length)]
+    truth = [task.example(run.train.seed, "train", i, lengths=t) for t in lengths for i in range(si.n_per_length)]
     problems = [strip_answer(ex, task.slice_key) for ex in truth]
     if si.labels == "none":
         return [], {"n": 0, "kept": 0, "kept_share": None, "label_accuracy": None, "label_accuracy_kept": None}

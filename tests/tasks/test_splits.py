@@ -126,3 +126,14 @@ def test_unknown_config_key_names_the_nearest_valid_key(name, key, meant):
 def test_invalid_config_values_are_bad_input(params):
     with pytest.raises(BadInput):
         get("copy", **params)
+
+
+def test_example_at_given_operand_lengths():
+    task = get("multiplication", max_len=3)
+    for i in range(20):
+        ex = task.example(4, "train", i, lengths=(2, 7))
+        assert (ex.meta["n_digits_a"], ex.meta["n_digits_b"]) == (2, 7)
+        assert task.example(4, "train", i, lengths=(2, 7)) == ex
+        assert task.example(4, "test", i, lengths=(2, 7)) != ex
+    with pytest.raises(BadInput, match="2 positive operand"):
+        task.example(4, "train", 0, lengths=(3,))

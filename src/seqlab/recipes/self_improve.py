@@ -83,7 +83,7 @@ def run(ctx: Context) -> Outcome:
         per_arm[arm] = self_improve(ctx.run_dir(arm), run_cfg, si, quiet=ctx.quiet)
 
     start_top = run_cfg.make_task().config.max_len
-    reached = per_arm["self"][-1]["lengths"][-1]
+    reached = max(max(t) for t in per_arm["self"][-1]["lengths"])
     final = {arm: {int(k): v for k, v in reps[-1]["exact_match_by_length"].items()} for arm, reps in per_arm.items()}
     curves = {f"after round {r['round']}": {int(k): v for k, v in r["exact_match_by_length"].items()}
               for r in per_arm["self"]}
@@ -112,7 +112,8 @@ def report(ctx: Context, results: dict[str, Any]) -> str:
     for r in results["rounds"]["self"][1:]:
         lab = r["labels"]
         kept_acc = "—" if lab["label_accuracy_kept"] is None else f"{lab['label_accuracy_kept']:.3f}"
-        lines.append(f"| {r['round']} | {','.join(map(str, r['lengths']))} | {lab['n']} | {lab['kept']} "
+        sizes = ",".join("x".join(map(str, t)) if len(set(t)) > 1 else str(t[0]) for t in r["lengths"])
+        lines.append(f"| {r['round']} | {sizes} | {lab['n']} | {lab['kept']} "
                      f"| {lab['label_accuracy']:.3f} | {kept_acc} |\n")
     rounds = results["rounds"]["self"][1:]
     first_bad = next((r["round"] for r in rounds

@@ -132,12 +132,17 @@ class Task:
             return tuple(out)
         return tuple(rng.randint(c.min_len, c.max_len) for _ in range(k))
 
-    def example(self, seed: int, split: str, i: int) -> Example:
-        """Example i of a split: a pure function of (config, seed, split, i)."""
+    def example(self, seed: int, split: str, i: int, lengths: tuple[int, ...] | None = None) -> Example:
+        """Example i of a split: a pure function of (config, seed, split, i). `lengths` fixes the
+        operand lengths instead of drawing them (a 5x6 multiplication, say)."""
         if split not in SPLITS:
             raise BadInput(f"unknown split '{split}' (use train or test)")
         rng = random.Random(f"{self.name}:{seed}:{split}:{i}")
-        lengths = self.operand_lengths(rng, i)
+        if lengths is None:
+            lengths = self.operand_lengths(rng, i)
+        elif len(lengths) != self.n_operands or min(lengths) < 1:
+            raise BadInput(f"{self.name} takes {self.n_operands} positive operand length(s), got {tuple(lengths)}")
+        lengths = tuple(lengths)
         size = self.space_size(lengths)
         if size <= SMALL_SPACE:
             members = self._small_split(seed, lengths, split)

@@ -45,6 +45,9 @@ class SelfImproveConfig(Config):
     rounds: int = 5
     labels: Literal["self", "oracle", "none"] = "self"  # "oracle" and "none" are the controls
     lengths_per_round: int = 1
+    # Instead of whole lengths, the operand lengths each round labels: schedule[r - 1] is round r's
+    # list of tuples, e.g. [[[1, 6], [6, 1]], [[2, 6], [6, 2]], ...] for the paper's multiplication.
+    schedule: list[list[list[int]]] | None = None
     n_per_length: int = 2000  # problems labelled at each new length
     new_share: float = 0.5  # the newest round's share of each batch
     steps_per_round: int = 500
@@ -70,13 +73,21 @@ class SelfImproveConfig(Config):
             raise ValueError("decay_steps must be between 0 and steps_per_round")
         if self.length_threshold is not None and self.length_threshold < 1:
             raise ValueError("length_threshold must be at least 1")
+        if self.schedule is not None and len(self.schedule) < self.rounds:
+            raise ValueError(f"schedule lists {len(self.schedule)} rounds; rounds is {self.rounds}")
+        if self.schedule is not None and any(not r or any(not t or min(t) < 1 for t in r) for r in self.schedule):
+            raise ValueError("every schedule round needs at least one tuple of positive operand lengths")
         return self
 
 
-def round_lengths(run: RunConfig, si: SelfImproveConfig, r: int) -> list[int]:
-    """The lengths round r (from 1) labels: the next `lengths_per_round` past the previous round."""
-    first = run.make_task().config.max_len + (r - 1) * si.lengths_per_round + 1
-    return list(range(first, first + si.lengths_per_round))
+def round_lengths(run: RunConfig, si: SelfImproveConfig, r: int) -> list[tuple[int, ...]]:
+    """The operand lengths round r (from 1) labels: the schedule's, or else every operand at each of
+    the next `lengths_per_round` lengths past the previous round."""
+    if si.schedule is not None:
+        return [tuple(t) for t in si.schedule[r - 1]]
+    task = run.make_task()
+    first = task.config.max_len + (r - 1) * si.lengths_per_round + 1
+    return [(n,) * task.n_operands for n in range(first, first + si.lengths_per_round)]
 
 
 def strip_answer(ex: Example, slice_key: str) -> Example:
