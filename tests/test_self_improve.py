@@ -170,3 +170,14 @@ def test_bad_self_improvement_input_is_refused(tmp_path):
     self_improve(tmp_path / "b", _run(), SelfImproveConfig(**{**SMOKE, "rounds": 1}), quiet=True)
     with pytest.raises(BadInput, match="different"):
         self_improve(tmp_path / "b", _run(), SelfImproveConfig(**{**SMOKE, "rounds": 1, "new_share": 0.3}))
+
+
+def test_the_papers_multiplication_schedule():
+    from seqlab.recipes.self_improve import multiplication_schedule
+
+    sched = multiplication_schedule(5, 8)
+    assert sched[:6] == [[[1, 6], [6, 1]], [[2, 6], [6, 2]], [[3, 6], [6, 3]], [[4, 6], [6, 4]], [[5, 6], [6, 5]],
+                         [[6, 6]]]
+    assert sched[6:] == [[[1, 7], [7, 1]], [[2, 7], [7, 2]]]
+    # 10 x 10 comes in round 40, as the paper's 5x5-to-10x10 run in 41 rounds needs
+    assert multiplication_schedule(5, 40)[-1] == [[10, 10]]

@@ -7,7 +7,8 @@
 
 Every arm uses no position encoding (NoPE), as the paper does: under it the control does not
 generalize past its training range by itself, so what the self arm gains is the loop's doing.
-Multiplication, whose paper schedule grows one operand at a time, is not here yet.
+Multiplication follows the paper's schedule, one operand at a time: after n x n come 1 x (n+1) and
+(n+1) x 1, then 2 x (n+1) and (n+1) x 2, ..., then (n+1) x (n+1); its self arm votes over 5 models.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ TASKS: dict[str, dict[str, Any]] = {
     "copy": {"task": {"name": "copy", "min_len": 1, "max_len": 10}, "format": {"reverse_output": False}, "filters": {}},
     "reverse": {"task": {"name": "reverse", "min_len": 1, "max_len": 10}, "format": {"reverse_output": False},
                 "filters": {}},
+    "multiplication": {"task": {"name": "multiplication_steps", "min_len": 1, "max_len": 5},
+                       "format": {"reverse_output": False}, "filters": {"n_models": 5, "vote_fraction": 0.7}},
     "maze": {"task": {"name": "maze", "min_len": 1, "max_len": 9, "n_nodes": 30}, "format": {"reverse_output": False},
              "filters": {"check_validity": True}},  # a path must follow the maze's edges
 }
@@ -72,14 +75,26 @@ def _run_config(ctx: Context, spec: dict[str, Any]):
                            "train": {**s["train"], "seed": ctx.seed}})
 
 
+def multiplication_schedule(start_top: int, rounds: int) -> list[list[list[int]]]:
+    """The paper's sizes after a start of n x n: [1, n+1] and [n+1, 1], ..., then [n+1, n+1], and on."""
+    out: list[list[list[int]]] = []
+    n = start_top + 1
+    while len(out) < rounds:
+        out += [[[r, n], [n, r]] for r in range(1, n)] + [[[n, n]]]
+        n += 1
+    return out[:rounds]
+
+
 def run(ctx: Context) -> Outcome:
     name = ctx.options.task
     spec = TASKS[name]
     run_cfg = _run_config(ctx, spec)
     per_arm: dict[str, list[dict[str, Any]]] = {}
+    rounds = ctx.settings["self_improve"]["rounds"]
+    schedule = multiplication_schedule(run_cfg.make_task().config.max_len, rounds) if name == "multiplication" else None
     for arm, labels in ARMS.items():
         filters = spec["filters"] if arm == "self" else {}
-        si = SelfImproveConfig(**{**ctx.settings["self_improve"], **filters, "labels": labels})
+        si = SelfImproveConfig(**{**ctx.settings["self_improve"], **filters, "labels": labels, "schedule": schedule})
         per_arm[arm] = self_improve(ctx.run_dir(arm), run_cfg, si, quiet=ctx.quiet)
 
     start_top = run_cfg.make_task().config.max_len
