@@ -181,3 +181,15 @@ def test_the_papers_multiplication_schedule():
     assert sched[6:] == [[[1, 7], [7, 1]], [[2, 7], [7, 2]]]
     # 10 x 10 comes in round 40, as the paper's 5x5-to-10x10 run in 41 rounds needs
     assert multiplication_schedule(5, 40)[-1] == [[10, 10]]
+
+
+def test_arms_can_share_round_zero(tmp_path):
+    from seqlab.rounds import seeded_config
+    from seqlab.runs import train_run
+
+    run = _run()
+    train_run(tmp_path / "r0" / "m0", seeded_config(run, 0), quiet=True)
+    si = SelfImproveConfig(**{**SMOKE, "rounds": 1})
+    shared = self_improve(tmp_path / "shared", run, si, quiet=True, round0=tmp_path / "r0")
+    alone = self_improve(tmp_path / "alone", run, si, quiet=True)
+    assert shared == alone  # the copied round 0 is the one it would have trained

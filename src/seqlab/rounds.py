@@ -6,6 +6,7 @@ runs them, since labelling needs decoding and the report needs evaluation (layer
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def _round_dir(out: Path, r: int) -> Path:
     return out / "rounds" / f"round-{r:03d}"
 
 
-def _model_config(run: RunConfig, k: int) -> RunConfig:
+def seeded_config(run: RunConfig, k: int) -> RunConfig:
     """Model k of the vote: the same run with its own seed."""
     return run.model_copy(update={"train": run.train.model_copy(update={"seed": run.train.seed + k})})
 
@@ -68,8 +69,13 @@ def _continue(model_dir: Path, sources, total_steps: int, si: SelfImproveConfig,
     trainer.fit()
 
 
-def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool = False) -> list[dict[str, Any]]:
-    """Run (or resume) rounds 0..si.rounds in `out`; returns each round's report."""
+def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool = False,
+                 round0: Path | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) rounds 0..si.rounds in `out`; returns each round's report.
+
+    `round0`, a folder of finished round-0 runs (`m0`, `m1`, ... trained on this `run` with seeds
+    seed, seed + 1, ...), is copied in instead of training round 0 again: arms that differ only
+    after round 0 share it."""
     out = Path(out)
     check_supported(run)
     spec = {"run": run.to_json(), "self_improve": si.to_json()}
@@ -90,7 +96,9 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
 
     if not reports:  # round 0: ordinary runs on the starting range, with true answers
         for k, d in enumerate(model_dirs):
-            train_run(d, _model_config(run, k), quiet=quiet)
+            if round0 is not None and not d.exists():
+                shutil.copytree(Path(round0) / f"m{k}", d)
+            train_run(d, seeded_config(run, k), quiet=quiet)  # checks a copied run is this one; finishes it
         ev = evaluate_by_length(model_dirs[0], eval_lengths, si.eval_n, label="round_000")
         report = {"round": 0, "train_range": [task.config.min_len, task.config.max_len], "steps": run.train.steps,
                   "exact_match_by_length": ev["exact_match_by_length"]}

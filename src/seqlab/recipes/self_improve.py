@@ -18,8 +18,8 @@ from typing import Any
 from seqlab.eval.plots import accuracy_by_length, label_accuracy_by_round
 from seqlab.recipes.base import Context, Outcome, Recipe, register
 from seqlab.report import length_table, longest_at, results_header
-from seqlab.rounds import self_improve
-from seqlab.runs import resolve_config
+from seqlab.rounds import seeded_config, self_improve
+from seqlab.runs import resolve_config, train_run
 from seqlab.train.self_improve import SelfImproveConfig
 
 # task option -> (task settings, format settings, filters). Starting ranges follow the paper.
@@ -92,10 +92,15 @@ def run(ctx: Context) -> Outcome:
     per_arm: dict[str, list[dict[str, Any]]] = {}
     rounds = ctx.settings["self_improve"]["rounds"]
     schedule = multiplication_schedule(run_cfg.make_task().config.max_len, rounds) if name == "multiplication" else None
+    # Round 0 is the same in every arm: train it once, for as many models as the self arm votes with.
+    round0 = ctx.run_dir("round-0")
+    n_models = spec["filters"].get("n_models", 1)
+    for k in range(n_models):
+        train_run(round0 / f"m{k}", seeded_config(run_cfg, k), quiet=ctx.quiet)
     for arm, labels in ARMS.items():
         filters = spec["filters"] if arm == "self" else {}
         si = SelfImproveConfig(**{**ctx.settings["self_improve"], **filters, "labels": labels, "schedule": schedule})
-        per_arm[arm] = self_improve(ctx.run_dir(arm), run_cfg, si, quiet=ctx.quiet)
+        per_arm[arm] = self_improve(ctx.run_dir(arm), run_cfg, si, quiet=ctx.quiet, round0=round0)
 
     start_top = run_cfg.make_task().config.max_len
     reached = max(max(t) for t in per_arm["self"][-1]["lengths"])
