@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def accuracy_by_length(curves: dict[str, dict[int, float]], path: Path, train_range: tuple[int, int] | None,
@@ -37,6 +38,7 @@ def label_accuracy_by_round(curves: dict[str, list[float | None]], path: Path, t
         ax.plot([r for r, _ in points], [v for _, v in points], marker="o", markersize=3, label=label)
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("label accuracy")
     ax.grid(alpha=0.3)
     ax.set_title(title)
