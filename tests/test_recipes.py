@@ -47,3 +47,12 @@ def test_longest_length_at_level():
 
     assert longest_at({1: 1.0, 2: 0.99, 3: 0.5, 4: 1.0}, 0.95) == 2
     assert longest_at({1: 0.2, 2: 1.0}, 0.95) == 0
+
+
+def test_a_claim_about_one_option_is_judged_only_under_it():
+    import argparse
+
+    claim = Claim("x", "y", metric="m", threshold=1.0, when=(("task", "copy"),))
+    assert claim.applies("cpu", argparse.Namespace(task="copy"))
+    assert not claim.applies("cpu", argparse.Namespace(task="maze"))
+    assert not claim.applies("smoke", argparse.Namespace(task="copy"))

@@ -36,6 +36,10 @@ class Claim:
     paper_value: float | None = None
     direction: str = "at_least"
     budgets: tuple[str, ...] = ("cpu", "gpu")  # the budgets at which the claim is tested
+    when: tuple[tuple[str, Any], ...] = ()  # recipe options the claim is about, e.g. (("task", "copy"),)
+
+    def applies(self, budget: str, options: argparse.Namespace) -> bool:
+        return budget in self.budgets and all(getattr(options, k, None) == v for k, v in self.when)
 
     def judge(self, metrics: dict[str, Any]) -> dict[str, Any]:
         ours = metrics.get(self.metric)
@@ -126,7 +130,7 @@ def run_recipe(name: str, budget: str, seed: int, out: Path | None, args: list[s
     wall = time.perf_counter() - t0
     metrics = {**outcome.metrics, "wall_seconds": round(wall, 2)}
     # A smoke run checks the wiring; it claims nothing.
-    claims = [c.judge(metrics) for c in recipe.claims if budget in c.budgets]
+    claims = [c.judge(metrics) for c in recipe.claims if c.applies(budget, options)]
     results = {
         "recipe": name, "budget": budget, "seed": seed, "device": str(pick_device()),
         "seqlab_version": seqlab.__version__, "wall_seconds": round(wall, 2),
