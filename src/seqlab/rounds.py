@@ -28,20 +28,17 @@ from seqlab.runs import (
 from seqlab.train import RunConfig, Trainer
 from seqlab.train.self_improve import (
     SelfImproveConfig,
-    _label_report,
     check_supported,
     filter_labels,
+    label_report,
     load_round_data,
     mixture_weights,
+    round_dir,
     round_lengths,
     rounds_done,
     save_round_data,
     strip_answer,
 )
-
-
-def _round_dir(out: Path, r: int) -> Path:
-    return out / "rounds" / f"round-{r:03d}"
 
 
 def seeded_config(run: RunConfig, k: int) -> RunConfig:
@@ -102,26 +99,27 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
         ev = evaluate_by_length(model_dirs[0], eval_lengths, si.eval_n, label="round_000")
         report = {"round": 0, "train_range": [task.config.min_len, task.config.max_len], "steps": run.train.steps,
                   "exact_match_by_length": ev["exact_match_by_length"]}
-        write_json(_round_dir(out, 0) / "done.json", report)
+        write_json(round_dir(out, 0) / "done.json", report)
         reports.append(report)
 
     n_start = task.config.max_len - task.config.min_len + 1
+    kept: dict[int, list[Labelled]] = {}  # round -> its kept labels, each file read once
     for r in range(len(reports), si.rounds + 1):
-        rdir = _round_dir(out, r)
+        rdir = round_dir(out, r)
         lengths = round_lengths(run, si, r)
         data_path, label_path = rdir / "data.jsonl", rdir / "labels.json"
         if not label_path.exists():  # labels are made once, by the models as they were after round r - 1
-            items, label_report = _make_labels(task, fmt, run, si, model_dirs, lengths)
+            items, labels = _make_labels(task, fmt, run, si, model_dirs, lengths)
             save_round_data(data_path, items)
-            write_json(label_path, label_report)
-        label_report = read_json(label_path)
+            write_json(label_path, labels)
+        labels = read_json(label_path)
 
-        earlier = []  # (lengths covered, kept labels) of every earlier round that kept any
-        for q in range(1, r):
-            items = load_round_data(_round_dir(out, q) / "data.jsonl")
-            if items:
-                earlier.append((len(reports[q]["lengths"]), items))
-        newest = load_round_data(data_path)
+        for q in range(1, r + 1):
+            if q not in kept:
+                kept[q] = load_round_data(round_dir(out, q) / "data.jsonl")
+        # (lengths covered, kept labels) of every earlier round that kept any
+        earlier = [(len(reports[q]["lengths"]), kept[q]) for q in range(1, r) if kept[q]]
+        newest = kept[r]
         sources: list = []
         if newest:
             weights = mixture_weights(n_start, [n for n, _ in earlier], si.new_share)
@@ -134,7 +132,7 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
         for d in model_dirs:
             _continue(d, sources, total_steps, si, quiet)
         ev = evaluate_by_length(model_dirs[0], eval_lengths, si.eval_n, label=f"round_{r:03d}")
-        report = {"round": r, "lengths": [list(t) for t in lengths], "steps": total_steps, "labels": label_report,
+        report = {"round": r, "lengths": [list(t) for t in lengths], "steps": total_steps, "labels": labels,
                   "exact_match_by_length": ev["exact_match_by_length"]}
         write_json(rdir / "done.json", report)
         reports.append(report)
@@ -161,5 +159,4 @@ def _make_labels(task, fmt: Format, run: RunConfig, si: SelfImproveConfig, model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         labels, keep = filter_labels(task, problems, votes, si)
-    report = _label_report(fmt, truth, labels, keep)
-    return [Labelled(p, s) for p, s, k in zip(problems, labels, keep) if k], report
+    return [Labelled(p, s) for p, s, k in zip(problems, labels, keep) if k], label_report(fmt, truth, labels, keep)

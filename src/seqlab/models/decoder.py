@@ -147,14 +147,11 @@ class Decoder(nn.Module):
         c = self.config
         positions = torch.arange(start, start + L, device=tokens.device)[None].expand(B, L)
         x = self.tok_emb(tokens)  # (B, L, D)
+        ids = positions if pos_ids is None else pos_ids
         if self.pos_emb is not None:
-            ids = positions if pos_ids is None else pos_ids
             x = x + self.pos_emb(ids)
         rope = rope_cos_sin(positions[:1], c.d_model // c.n_heads, c.rope_base) if c.position == "rope" else None
-        ids = None
-        if c.position == "coupling_relative":
-            ids = positions if pos_ids is None else pos_ids
-        ctx = SeqContext(positions=positions, rope=rope, pos_ids=ids)
+        ctx = SeqContext(positions=positions, rope=rope, pos_ids=ids if c.position == "coupling_relative" else None)
         for i, block in enumerate(self.blocks):
             x = block(x, ctx, None if caches is None else caches[i])
         return self.head(self.norm(x))

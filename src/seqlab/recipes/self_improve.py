@@ -50,7 +50,7 @@ BUDGETS = {
                   "checkpoint_every": 10, "log_every": 10},
         "self_improve": {"rounds": 2, "n_per_length": 16, "steps_per_round": 10, "decay_steps": 5, "eval_n": 4,
                          "label_batch": 16, "max_label_tokens": 64},
-        "start_top": 3, "target_rounds": 2,
+        "start_top": 3,
     },
     "cpu": {
         "model": {"n_layers": 1, "d_model": 128, "n_heads": 4},
@@ -58,7 +58,7 @@ BUDGETS = {
                   "eval_every": 1000, "eval_n": 100, "checkpoint_every": 250, "log_every": 50},
         "self_improve": {"rounds": 12, "n_per_length": 1000, "steps_per_round": 150, "decay_steps": 75,
                          "eval_n": 50, "max_label_tokens": 128},
-        "start_top": None, "target_rounds": 12,
+        "start_top": None,
     },
     "gpu": {
         "model": {"n_layers": 6, "d_model": 384, "n_heads": 6, "mlp": "swiglu", "norm": "rmsnorm"},
@@ -66,7 +66,7 @@ BUDGETS = {
                   "eval_every": 2000, "eval_n": 500, "checkpoint_every": 1000, "log_every": 100},
         "self_improve": {"rounds": 90, "n_per_length": 50000, "steps_per_round": 1000, "decay_steps": 500,
                          "eval_n": 200, "label_batch": 1024, "max_label_tokens": 256},
-        "start_top": None, "target_rounds": 90,
+        "start_top": None,
     },
 }
 
@@ -97,13 +97,13 @@ def run(ctx: Context) -> Outcome:
     run_cfg = _run_config(ctx, spec)
     per_arm: dict[str, list[dict[str, Any]]] = {}
     rounds = ctx.settings["self_improve"]["rounds"]
-    schedule = multiplication_schedule(run_cfg.make_task().config.max_len, rounds) if name == "multiplication" else None
+    start_top = run_cfg.make_task().config.max_len
+    schedule = multiplication_schedule(start_top, rounds) if name == "multiplication" else None
     # Round 0 is the same in every arm: train it once, for as many models as the self arm votes with.
     round0 = ctx.run_dir("round-0")
     n_models = spec["filters"].get("n_models", 1)
     for k in range(n_models):
         train_run(round0 / f"m{k}", seeded_config(run_cfg, k), quiet=ctx.quiet)
-    start_top = run_cfg.make_task().config.max_len
     eval_lengths = None  # default: to 5 past the last round
     if schedule is None:
         eval_lengths = list(range(1, max(start_top + rounds + 5, spec.get("target", 0)) + 1))

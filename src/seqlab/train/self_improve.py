@@ -11,7 +11,7 @@ Round 0 is an ordinary run on the task's starting range (true answers). Round r 
    have the share `new_share` and the rest is split over the starting range and earlier rounds in
    proportion to the lengths each covers (as the paper's code weighs them).
 
-True answers are read in one place only, `_label_report`, which scores labels for the report;
+True answers are read in one place only, `label_report`, which scores labels for the report;
 the problems handed to the models and the stored training data carry no answer (a test checks).
 `labels="oracle"` (true answers) and `labels="none"` (no new data, same steps) are the controls.
 
@@ -35,7 +35,7 @@ from seqlab.configs import Config
 from seqlab.data import Labelled
 from seqlab.errors import BadInput
 from seqlab.formats import Format
-from seqlab.io import read_json, read_jsonl
+from seqlab.io import atomic_write_text, read_json, read_jsonl
 from seqlab.tasks import Example, Task
 from seqlab.train.config import RunConfig
 from seqlab.train.label_filters import length_filter, majority_vote, validity_filter
@@ -105,7 +105,7 @@ def filter_labels(task: Task, problems: list[Example], votes: list[list[str]], s
     return labels, keep
 
 
-def _label_report(fmt: Format, truth: list[Example], labels: list[str], keep: list[bool]) -> dict[str, Any]:
+def label_report(fmt: Format, truth: list[Example], labels: list[str], keep: list[bool]) -> dict[str, Any]:
     """Label accuracy before and after filtering: the only place that reads true answers."""
     right = [fmt.render(ex)[1] == s for ex, s in zip(truth, labels)]
     kept = [r for r, k in zip(right, keep) if k]
@@ -122,9 +122,11 @@ def mixture_weights(n_start_lengths: int, earlier: list[int], new_share: float) 
     return [(1 - new_share) * s / total for s in sizes] + [new_share]
 
 
-def save_round_data(path: Path, items: list[Labelled]) -> None:
-    from seqlab.io import atomic_write_text
+def round_dir(out: Path, r: int) -> Path:
+    return Path(out) / "rounds" / f"round-{r:03d}"
 
+
+def save_round_data(path: Path, items: list[Labelled]) -> None:
     lines = [json.dumps({"fields": list(it.problem.fields), "ops": list(it.problem.ops), "label": it.label,
                          "meta": it.problem.meta}) for it in items]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
@@ -145,7 +147,7 @@ def rounds_done(out: Path) -> list[dict[str, Any]]:
     """The reports of finished rounds, in order (round 0 included once its models are trained)."""
     done = []
     r = 0
-    while (out / "rounds" / f"round-{r:03d}" / "done.json").exists():
-        done.append(read_json(out / "rounds" / f"round-{r:03d}" / "done.json"))
+    while (round_dir(out, r) / "done.json").exists():
+        done.append(read_json(round_dir(out, r) / "done.json"))
         r += 1
     return done
