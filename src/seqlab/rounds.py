@@ -6,7 +6,9 @@ runs them, since labelling needs decoding and the report needs evaluation (layer
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,38 @@ def _eval_lengths(run: RunConfig, si: SelfImproveConfig) -> list[int]:
     return list(range(1, top + 6))
 
 
+def per_model(fn, jobs: list[tuple], workers: int = 1) -> list:
+    """[fn(*job) for job in jobs], in `workers` processes when more than one.
+
+    Each worker gets an equal share of the CPU threads and shows no progress bar (several bars
+    would garble each other). Workers are spawned, not forked: a forked torch can hang. The jobs
+    reach them through an in-memory pipe; nothing is read back from disk but JSON and safetensors."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(*job) for job in jobs]
+    workers = min(workers, len(jobs))
+    threads = max(1, torch.get_num_threads() // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        return list(pool.map(fn, *zip(*jobs)))
+
+
+def train_models(model_dirs: list[Path], run: RunConfig, workers: int = 1, quiet: bool = False) -> None:
+    """Train (or finish) model k of a vote in model_dirs[k] with seed run.seed + k."""
+    quiet = quiet or workers > 1
+    per_model(_train_one, [(d, seeded_config(run, k), quiet) for k, d in enumerate(model_dirs)], workers)
+
+
+def _train_one(model_dir: Path, config: RunConfig, quiet: bool) -> None:
+    train_run(model_dir, config, quiet=quiet)
+
+
+def _label_one(model_dir: Path, problems: list, label_batch: int, max_new: int) -> list[str]:
+    """One model's greedy labels for `problems` (answers stripped)."""
+    _, _, fmt, model = load_run(model_dir)
+    device = next(model.parameters()).device
+    return decode(model, [fmt.encode(p) for p in problems], fmt, label_batch, device, max_new=max_new)
+
+
 def _continue(model_dir: Path, sources, total_steps: int, si: SelfImproveConfig, quiet: bool) -> None:
     """Train one model on to `total_steps` on a mixture, from its newest checkpoint."""
     config = read_run_config(model_dir)
@@ -75,7 +109,8 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
     after round 0 share it."""
     out = Path(out)
     check_supported(run)
-    spec = {"run": run.to_json(), "self_improve": si.to_json()}
+    # how many processes do the work is not part of what the run is: a resumed run may use others
+    spec = {"run": run.to_json(), "self_improve": {k: v for k, v in si.to_json().items() if k != "workers"}}
     spec_path = out / "self_improve.json"
     if spec_path.exists() and read_json(spec_path) != spec:
         raise BadInput(f"{out} holds a different self-improvement run; choose a new --out")
@@ -95,7 +130,7 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
         for k, d in enumerate(model_dirs):
             if round0 is not None and not d.exists():
                 shutil.copytree(Path(round0) / f"m{k}", d)
-            train_run(d, seeded_config(run, k), quiet=quiet)  # checks a copied run is this one; finishes it
+        train_models(model_dirs, run, si.workers, quiet)  # checks a copied run is this one; finishes it
         ev = evaluate_by_length(model_dirs[0], eval_lengths, si.eval_n, label="round_000")
         report = {"round": 0, "train_range": [task.config.min_len, task.config.max_len], "steps": run.train.steps,
                   "exact_match_by_length": ev["exact_match_by_length"]}
@@ -129,8 +164,8 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
             total = n_start + sum(n for n, _ in earlier)
             sources = [(n_start / total, task)] + [(n / total, items) for n, items in earlier]
         total_steps = run.train.steps + r * si.steps_per_round
-        for d in model_dirs:
-            _continue(d, sources, total_steps, si, quiet)
+        per_model(_continue, [(d, sources, total_steps, si, quiet or si.workers > 1) for d in model_dirs],
+                  si.workers)
         ev = evaluate_by_length(model_dirs[0], eval_lengths, si.eval_n, label=f"round_{r:03d}")
         report = {"round": r, "lengths": [list(t) for t in lengths], "steps": total_steps, "labels": labels,
                   "exact_match_by_length": ev["exact_match_by_length"]}
@@ -145,18 +180,15 @@ def _make_labels(task, fmt: Format, run: RunConfig, si: SelfImproveConfig, model
     problems = [strip_answer(ex, task.slice_key) for ex in truth]
     if si.labels == "none":
         return [], {"n": 0, "kept": 0, "kept_share": None, "label_accuracy": None, "label_accuracy_kept": None}
+    votes = None
     if si.labels == "oracle":
         labels = [fmt.render(ex)[1] for ex in truth]
         keep = [True] * len(labels)
     else:
-        encoded = [fmt.encode(p) for p in problems]
-        votes = []
-        for d in model_dirs:
-            _, _, _, model = load_run(d)
-            device = next(model.parameters()).device
-            votes.append(decode(model, encoded, fmt, si.label_batch, device, max_new=si.max_label_tokens))
-            del model
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+        votes = per_model(_label_one, [(d, problems, si.label_batch, si.max_label_tokens) for d in model_dirs],
+                          si.workers)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         labels, keep = filter_labels(task, problems, votes, si)
-    return [Labelled(p, s) for p, s, k in zip(problems, labels, keep) if k], label_report(fmt, truth, labels, keep)
+    return [Labelled(p, s) for p, s, k in zip(problems, labels, keep) if k], label_report(
+        fmt, truth, labels, keep, single=votes[0] if votes and len(votes) > 1 else None)

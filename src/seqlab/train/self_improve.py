@@ -53,6 +53,7 @@ class SelfImproveConfig(Config):
     steps_per_round: int = 500
     decay_steps: int = 250  # the lr decays over the last this many steps of each round
     n_models: int = 1  # majority vote needs several
+    workers: int = 1  # processes that train and label the models side by side (CPU threads are shared out)
     vote_fraction: float = 0.7  # keep a label when at least this share of the models wrote it (4 of 5)
     length_threshold: int | None = None  # drop labels this many characters shorter than their batch's longest
     check_validity: bool = True  # the task's own check (a maze path follows edges)
@@ -64,7 +65,7 @@ class SelfImproveConfig(Config):
     @model_validator(mode="after")
     def _check(self):
         for k in ("rounds", "lengths_per_round", "n_per_length", "steps_per_round", "n_models", "label_batch",
-                  "max_label_tokens", "eval_n"):
+                  "max_label_tokens", "eval_n", "workers"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be at least 1")
         if not 0 < self.new_share < 1 or not 0 < self.vote_fraction <= 1:
@@ -105,13 +106,21 @@ def filter_labels(task: Task, problems: list[Example], votes: list[list[str]], s
     return labels, keep
 
 
-def label_report(fmt: Format, truth: list[Example], labels: list[str], keep: list[bool]) -> dict[str, Any]:
-    """Label accuracy before and after filtering: the only place that reads true answers."""
-    right = [fmt.render(ex)[1] == s for ex, s in zip(truth, labels)]
+def label_report(fmt: Format, truth: list[Example], labels: list[str], keep: list[bool],
+                 single: list[str] | None = None) -> dict[str, Any]:
+    """Label accuracy before and after filtering: the only place that reads true answers.
+
+    `single`, when the labels come from a vote, is model 0's own labels: what one model alone would
+    have written, the baseline the vote is measured against."""
+    answers = [fmt.render(ex)[1] for ex in truth]
+    right = [a == s for a, s in zip(answers, labels)]
     kept = [r for r, k in zip(right, keep) if k]
-    return {"n": len(labels), "kept": sum(keep), "kept_share": sum(keep) / max(len(keep), 1),
-            "label_accuracy": sum(right) / max(len(right), 1),
-            "label_accuracy_kept": sum(kept) / len(kept) if kept else None}
+    report = {"n": len(labels), "kept": sum(keep), "kept_share": sum(keep) / max(len(keep), 1),
+              "label_accuracy": sum(right) / max(len(right), 1),
+              "label_accuracy_kept": sum(kept) / len(kept) if kept else None}
+    if single is not None:
+        report["label_accuracy_single"] = sum(a == s for a, s in zip(answers, single)) / max(len(single), 1)
+    return report
 
 
 def mixture_weights(n_start_lengths: int, earlier: list[int], new_share: float) -> list[float]:
