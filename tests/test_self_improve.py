@@ -12,7 +12,7 @@ from seqlab.runs import resolve_config
 from seqlab.tasks import Example, get
 from seqlab.tasks.arithmetic import Addition
 from seqlab.train.label_filters import length_filter, majority_vote, validity_filter
-from seqlab.train.self_improve import SelfImproveConfig, mixture_weights, round_lengths
+from seqlab.train.self_improve import SelfImproveConfig, label_report, mixture_weights, round_lengths
 
 
 # -- filters ---------------------------------------------------------------------------------------
@@ -193,3 +193,39 @@ def test_arms_can_share_round_zero(tmp_path):
     shared = self_improve(tmp_path / "shared", run, si, quiet=True, round0=tmp_path / "r0")
     alone = self_improve(tmp_path / "alone", run, si, quiet=True)
     assert shared == alone  # the copied round 0 is the one it would have trained
+
+
+def test_worker_processes_train_and_label_as_one_process_does(tmp_path):
+    run = _run(threads=1)  # one thread each way, so the arithmetic is the same
+    si = SelfImproveConfig(n_models=2, **{**SMOKE, "rounds": 1})
+    alone = self_improve(tmp_path / "one", run, si, quiet=True)
+    side_by_side = self_improve(tmp_path / "two", run, si.model_copy(update={"workers": 2}), quiet=True)
+    assert side_by_side == alone
+    for k in (0, 1):
+        assert (tmp_path / "two" / "models" / f"m{k}" / "checkpoints" / "latest.json").exists()
+    # the number of workers is not part of the run: a run resumes with another
+    assert self_improve(tmp_path / "two", run, si, quiet=True) == alone
+
+
+def test_label_report_scores_the_vote_against_one_model():
+    task = get("addition", min_len=1, max_len=2)
+    fmt = Format(FormatConfig(reverse_output=False), task)
+    truth = [task.example(0, "train", i) for i in range(4)]
+    answers = [fmt.render(ex)[1] for ex in truth]
+    single = [answers[0], "x", "x", "x"]  # model 0 alone: 1 of 4 right
+    labels, keep = [answers[0], answers[1], "x", answers[3]], [True, True, False, True]
+    rep = label_report(fmt, truth, labels, keep, single=single)
+    assert rep["label_accuracy"] == 0.75 and rep["label_accuracy_kept"] == 1.0 and rep["kept_share"] == 0.75
+    assert rep["label_accuracy_single"] == 0.25
+    assert "label_accuracy_single" not in label_report(fmt, truth, labels, keep)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "positive whole number"),
+    (["--task", "multiplication", "--lengths-per-round", "2"], "lengths-per-round"),
+])
+def test_bad_recipe_options_are_refused(tmp_path, args, message):
+    from seqlab.recipes.base import run_recipe
+
+    with pytest.raises(BadInput, match=message):
+        run_recipe("self-improve", "smoke", 0, tmp_path / "out", args, quiet=True)
