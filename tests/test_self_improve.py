@@ -229,3 +229,14 @@ def test_bad_recipe_options_are_refused(tmp_path, args, message):
 
     with pytest.raises(BadInput, match=message):
         run_recipe("self-improve", "smoke", 0, tmp_path / "out", args, quiet=True)
+
+
+def test_a_task_changes_the_budget_only_where_it_says():
+    from seqlab.recipes.self_improve import BUDGETS, TASKS, task_settings
+
+    mul = task_settings(BUDGETS["cpu"], TASKS["multiplication"], "cpu")
+    assert mul["start_top"] == 3 and mul["model"]["n_layers"] == 2 and mul["self_improve"]["rounds"] == 2
+    assert mul["model"]["d_model"] == BUDGETS["cpu"]["model"]["d_model"]  # the rest of the section stays
+    assert mul["self_improve"]["n_per_length"] == BUDGETS["cpu"]["self_improve"]["n_per_length"]
+    assert task_settings(BUDGETS["gpu"], TASKS["multiplication"], "gpu") == BUDGETS["gpu"]
+    assert BUDGETS["cpu"]["model"]["n_layers"] == 1  # the budget itself is untouched

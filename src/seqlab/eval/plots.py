@@ -12,15 +12,23 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def accuracy_by_length(curves: dict[str, dict[int, float]], path: Path, train_range: tuple[int, int] | None,
-                       title: str = "", xlabel: str = "operand length") -> Path:
-    """One line per label: exact match (y) against length (x)."""
+                       title: str = "", xlabel: str = "operand length", ordered: bool = False) -> Path:
+    """One line per label: exact match (y) against length (x).
+
+    `ordered` curves are a sequence (rounds): they are coloured light to dark along one colour map,
+    so a dozen of them stay told apart, and the last is drawn thicker."""
     fig, ax = plt.subplots(figsize=(8.5, 4), dpi=120)
     if train_range is not None:
         lo, hi = train_range
         ax.axvspan(lo - 0.5, hi + 0.5, color="tab:green", alpha=0.12, label=f"trained ({lo}-{hi})")
-    for label, curve in curves.items():
+    n = len(curves)
+    for k, (label, curve) in enumerate(curves.items()):
         xs = sorted(curve)
-        ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=3, label=label)
+        style = {}
+        if ordered:
+            style = {"color": plt.get_cmap("viridis_r")(0.15 + 0.85 * k / max(n - 1, 1)),
+                     "linewidth": 2.5 if k == n - 1 else 1.2}
+        ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=3, label=label, **style)
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("exact match")

@@ -145,7 +145,7 @@ def run(ctx: Context) -> Outcome:
     label_acc = {arm: [r["labels"]["label_accuracy"] for r in reps[1:]] for arm, reps in per_arm.items() if arm != "control"}
     label_acc["self (kept)"] = [r["labels"]["label_accuracy_kept"] for r in per_arm["self"][1:]]
     accuracy_by_length(curves, ctx.out / "plots" / "exact_match_by_round.png", (1, start_top),
-                       title=f"self-improvement on {name}: exact match after each round")
+                       title=f"self-improvement on {name}: exact match after each round", ordered=True)
     label_accuracy_by_round(label_acc, ctx.out / "plots" / "label_accuracy.png",
                             title=f"{name}: accuracy of the new round's labels")
     metrics: dict[str, Any] = {"task": name, "start_top": start_top, "last_round_length": reached,
@@ -174,13 +174,15 @@ def report(ctx: Context, results: dict[str, Any]) -> str:
              f"Trained on lengths 1-{m['start_top']} with true answers, then one round per new length up to "
              f"{m['last_round_length']}. Every arm uses the position scheme `{m.get('position', 'none')}` and the "
              "same steps; round 0 is shared.\n\n",
-             "## Labels per round (self arm)\n\n| round | length | labelled | kept | label accuracy | kept labels' accuracy |\n"
-             "|---:|---:|---:|---:|---:|---:|\n"]
+             "## Labels per round (self arm)\n\n"
+             "| round | length | labelled | kept | model 0 alone: accuracy | label accuracy | kept labels' accuracy |\n"
+             "|---:|---:|---:|---:|---:|---:|---:|\n"]
     for r in results["rounds"]["self"][1:]:
         lab = r["labels"]
         kept_acc = "—" if lab["label_accuracy_kept"] is None else f"{lab['label_accuracy_kept']:.3f}"
+        single = f"{lab['label_accuracy_single']:.3f}" if "label_accuracy_single" in lab else "—"
         sizes = ",".join("x".join(map(str, t)) if len(set(t)) > 1 else str(t[0]) for t in r["lengths"])
-        lines.append(f"| {r['round']} | {sizes} | {lab['n']} | {lab['kept']} "
+        lines.append(f"| {r['round']} | {sizes} | {lab['n']} | {lab['kept']} | {single} "
                      f"| {lab['label_accuracy']:.3f} | {kept_acc} |\n")
     rounds = results["rounds"]["self"][1:]
     first_bad = next((r["round"] for r in rounds
