@@ -200,3 +200,25 @@ def test_train_then_eval_writes_the_run_directory(cli, run_copy):
     assert config["seqlab_version"] and config["task"]["max_len"] == 3
     code, out, err = cli("report", run_copy)
     assert code == 0 and (run_copy / "report.md").read_text().startswith("# Run")
+
+
+SELF_IMPROVE = ["task.name=copy", "task.max_len=3", "format.reverse_output=false", "model.n_layers=1",
+                "model.d_model=32", "model.n_heads=2", "model.position=abacus", "train.steps=10", "train.batch_size=8",
+                "train.eval_every=10", "train.eval_n=4", "self_improve.rounds=1", "self_improve.n_per_length=4",
+                "self_improve.steps_per_round=4", "self_improve.decay_steps=2", "self_improve.eval_n=2"]
+
+
+def test_self_improve_command_runs_resumes_and_refuses_bad_input(cli, tmp_path):
+    out = tmp_path / "si"
+    code, stdout, err = cli("self-improve", *SELF_IMPROVE, "--out", out, "--quiet")
+    assert code == 0, err
+    assert (out / "rounds" / "round-001" / "done.json").is_file() and "self-improvement on copy" in stdout
+    before = _snapshot(out)
+    code, _, err = cli("self-improve", "--out", out, "--quiet")  # the folder's own settings: nothing left to do
+    assert code == 0, err
+    assert _snapshot(out) == before
+    line = _one_line_error(*cli("self-improve", *SELF_IMPROVE, "self_improve.round=2", "--out", tmp_path / "x"))
+    assert "did you mean 'self_improve.rounds'" in line
+    line = _one_line_error(*cli("self-improve", *SELF_IMPROVE[:-1], "self_improve.eval_n=3", "--out", out))
+    assert "different self-improvement run" in line
+    assert _snapshot(out) == before

@@ -151,6 +151,35 @@ def eval_cmd(
     out.print("[dim]* inside the training range[/dim]")
 
 
+@app.command("self-improve")
+def self_improve_cmd(
+    args: Optional[List[str]] = typer.Argument(None, help="[CONFIG.yaml] [key=value ...], self_improve.* included"),
+    out_dir: Path = typer.Option(..., "--out", help="output folder (an existing one resumes at its last round)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+):
+    """Self-improvement rounds on any task and model; rerunning on the same --out resumes."""
+    from seqlab import rounds, runs
+
+    args = list(args or [])
+    base, overrides = None, args
+    if args and "=" not in args[0]:
+        base, overrides = runs.load_config_file(args[0]), args[1:]
+    run, si = rounds.resolve_self_improve(base, overrides, out_dir)
+    reports = rounds.self_improve(out_dir, run, si, quiet=quiet)
+    table = Table(title=f"self-improvement on {run.make_task().name}: {out_dir}")
+    for col in ("round", "lengths", "labels kept", "kept labels right", "exact match at the round's top length"):
+        table.add_column(col, justify="right")
+    for r in reports:
+        lengths = r.get("lengths") or [[r["train_range"][1]]]
+        top = max(max(t) for t in lengths)
+        lab = r.get("labels") or {}
+        kept_acc = lab.get("label_accuracy_kept")
+        table.add_row(str(r["round"]), " ".join("x".join(map(str, t)) for t in lengths),
+                      "—" if not lab else f"{lab['kept']}/{lab['n']}", "—" if kept_acc is None else f"{kept_acc:.3f}",
+                      f"{r['exact_match_by_length'].get(str(top), float('nan')):.3f}")
+    out.print(table)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def reproduce(
     ctx: typer.Context,

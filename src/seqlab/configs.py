@@ -82,7 +82,9 @@ def explain(error: ValidationError, model_cls: type[BaseModel], prefix: str = ""
         return msg  # a nested config already explained itself
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"invalid value for '{dotted}': {msg}{shown}" if dotted else f"invalid config: {msg}"
+    if not loc:  # a check across fields of the section itself
+        return f"invalid {prefix.rstrip('.') or 'config'}: {msg}"
+    return f"invalid value for '{dotted}': {msg}{shown}"
 
 
 def parse_config(model_cls: type[C], data: dict[str, Any], prefix: str = "") -> C:

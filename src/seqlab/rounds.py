@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from seqlab.configs import apply_overrides, parse_config
 from seqlab.data import Labelled, MixtureStream
 from seqlab.errors import BadInput
 from seqlab.eval.decode import decode
@@ -41,6 +42,19 @@ from seqlab.train.self_improve import (
     save_round_data,
     strip_answer,
 )
+
+
+def resolve_self_improve(base: dict[str, Any] | None, overrides: list[str] = (), out: Path | None = None):
+    """(run config, self-improvement config) from a config file's sections (task, format, model, train,
+    self_improve) and `key=value` overrides. Given neither, the run in `out` (to resume it)."""
+    if not base and not overrides and out is not None and (Path(out) / "self_improve.json").exists():
+        spec = read_json(Path(out) / "self_improve.json")
+        base = {**spec["run"], "self_improve": spec["self_improve"]}
+    data = apply_overrides(base or {}, list(overrides))
+    si_data = data.pop("self_improve", {})
+    if not isinstance(si_data, dict):
+        raise BadInput("self_improve must be a section of settings, e.g. self_improve.rounds=10")
+    return parse_config(RunConfig, data), parse_config(SelfImproveConfig, si_data, prefix="self_improve.")
 
 
 def seeded_config(run: RunConfig, k: int) -> RunConfig:
