@@ -94,6 +94,7 @@ def test_a_schedule_of_operand_lengths_labels_exactly_those_sizes(tmp_path):
     si = SelfImproveConfig(labels="oracle", schedule=[[[1, 3], [3, 1]]], **{**SMOKE, "rounds": 1})
     reports = self_improve(tmp_path / "si", run, si, quiet=True)
     assert reports[1]["lengths"] == [[1, 3], [3, 1]]
+    assert set(reports[1]["exact_match_at_round_sizes"]) == {"1x3", "3x1"}  # scored where it labelled
     rows = list(read_jsonl(tmp_path / "si" / "rounds" / "round-001" / "data.jsonl"))
     sizes = {(len(r["fields"][0]), len(r["fields"][1])) for r in rows}
     assert sizes == {(1, 3), (3, 1)} and len(rows) == 2 * SMOKE["n_per_length"]

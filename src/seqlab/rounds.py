@@ -17,7 +17,7 @@ import torch
 from seqlab.configs import apply_overrides, parse_config
 from seqlab.data import Labelled, MixtureStream
 from seqlab.errors import BadInput
-from seqlab.eval.decode import decode
+from seqlab.eval.decode import decode, exact_match
 from seqlab.formats import Format
 from seqlab.io import read_json, write_json
 from seqlab.runs import (
@@ -183,9 +183,23 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
         ev = evaluate_by_length(model_dirs[0], eval_lengths, si.eval_n, label=f"round_{r:03d}")
         report = {"round": r, "lengths": [list(t) for t in lengths], "steps": total_steps, "labels": labels,
                   "exact_match_by_length": ev["exact_match_by_length"]}
+        if si.schedule is not None:  # sizes off the diagonal (1 x 6) are not in the by-length curve
+            report["exact_match_at_round_sizes"] = exact_match_by_size(model_dirs[0], lengths, si.eval_n,
+                                                                       run.train.seed)
         write_json(rdir / "done.json", report)
         reports.append(report)
     return reports
+
+
+def exact_match_by_size(model_dir: Path, sizes: list[tuple[int, ...]], n: int, seed: int) -> dict[str, float]:
+    """Exact match of model_dir's model on n held-out problems of each operand-length tuple, keyed "1x6"."""
+    _, task, fmt, model = load_run(model_dir)
+    device = next(model.parameters()).device
+    out = {}
+    for t in sizes:
+        pairs = [(ex, fmt.encode(ex)) for ex in (task.example(seed, "test", i, lengths=tuple(t)) for i in range(n))]
+        out["x".join(map(str, t))] = exact_match(model, pairs, fmt, task.slice_key, device=device)["exact_match"]
+    return out
 
 
 def _make_labels(task, fmt: Format, run: RunConfig, si: SelfImproveConfig, model_dirs, lengths):

@@ -193,6 +193,14 @@ def report(ctx: Context, results: dict[str, Any]) -> str:
         lines.append(f"\nErrors start to pile up (kept labels below 90% right) in round {first_bad}.\n")
     else:
         lines.append("\nKept labels stay at least 90% right in every round that kept any.\n")
+    if rounds and "exact_match_at_round_sizes" in rounds[0]:
+        arms = list(results["rounds"])
+        lines.append("\n## Exact match at each round's sizes, after that round\n\n| round | size | "
+                     + " | ".join(arms) + " |\n|---:|---:|" + "---:|" * len(arms) + "\n")
+        for k, r in enumerate(rounds, start=1):
+            for size in r["exact_match_at_round_sizes"]:
+                accs = [results["rounds"][arm][k].get("exact_match_at_round_sizes", {}).get(size) for arm in arms]
+                lines.append(f"| {k} | {size} | " + " | ".join("—" if a is None else f"{a:.3f}" for a in accs) + " |\n")
     finals = {arm: {int(k): v for k, v in c.items()} for arm, c in results["final"].items()}
     lines.append("\n![exact match by round](plots/exact_match_by_round.png)\n\n![label accuracy](plots/label_accuracy.png)\n\n")
     lines.append("## Exact match by length after the last round\n\n" + length_table(finals, sorted(next(iter(finals.values())))))
