@@ -7,8 +7,9 @@
 
 The paper uses no position encoding (NoPE), under which the control does not generalize past its
 training range. On a 2-core CPU a NoPE model does not learn 10-digit addition within the budget, so
-reverse addition runs under abacus ids (McLeish 2024) in a one-layer model, whose control also stops
-near 12 digits (see the length-generalization recipe); the report names the scheme.
+reverse addition and copy run under abacus ids (McLeish 2024) and reverse under coupled ids (Cho
+2024), each in a one-layer model whose control stops one or two lengths past its training range;
+the report names the scheme. Each task's changes to a budget are data (`TASKS[task]["at"]`).
 Multiplication follows the paper's schedule, one operand at a time: after n x n come 1 x (n+1) and
 (n+1) x 1, then 2 x (n+1) and (n+1) x 2, ..., then (n+1) x (n+1); its self arm votes over 5 models.
 """
