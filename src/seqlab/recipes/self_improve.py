@@ -34,9 +34,9 @@ TASKS: dict[str, dict[str, Any]] = {
                          # three models that must agree: one model's labels are 94% right one digit out,
                          # and the errors compound (measured: 36% right by the third round)
                          "filters": {"n_models": 3, "vote_fraction": 1.0}, "target": 30},
-    # forward addition: two layers under abacus ids learn 1-10 (95% after 1,500 steps; one layer does
-    # not), and write 11 digits 39% right, the errors in the top digits, where the length filter
-    # cannot see them: the vote does the filtering
+    # forward addition: two layers under abacus ids learn 1-10 (95% after 1,500 steps) and write 11
+    # digits 39% right, the errors in the top digits, where the length filter cannot see them: the
+    # vote does the filtering
     "forward-addition": {"task": {"name": "addition", "min_len": 1, "max_len": 10}, "position": "abacus",
                          "format": {"reverse_output": False, "zero_pad": True, "max_offset": 20},
                          "filters": {"length_threshold": 2, "n_models": 3, "vote_fraction": 1.0}, "target": 30,
