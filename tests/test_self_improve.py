@@ -241,3 +241,12 @@ def test_a_task_changes_the_budget_only_where_it_says():
     assert mul["self_improve"]["n_per_length"] == BUDGETS["cpu"]["self_improve"]["n_per_length"]
     assert task_settings(BUDGETS["gpu"], TASKS["multiplication"], "gpu") == BUDGETS["gpu"]
     assert BUDGETS["cpu"]["model"]["n_layers"] == 1  # the budget itself is untouched
+
+
+def test_a_finished_run_extends_with_more_rounds_as_if_run_whole(tmp_path):
+    si = SelfImproveConfig(**{**SMOKE, "eval_lengths": [2, 4, 5]})
+    whole = self_improve(tmp_path / "whole", _run(), si, quiet=True)
+    self_improve(tmp_path / "grown", _run(), si.model_copy(update={"rounds": 1}), quiet=True)
+    assert self_improve(tmp_path / "grown", _run(), si, quiet=True) == whole
+    with pytest.raises(BadInput, match="different"):  # fewer rounds than it holds is another run
+        self_improve(tmp_path / "grown", _run(), si.model_copy(update={"rounds": 1}), quiet=True)

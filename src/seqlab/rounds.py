@@ -57,6 +57,20 @@ def resolve_self_improve(base: dict[str, Any] | None, overrides: list[str] = (),
     return parse_config(RunConfig, data), parse_config(SelfImproveConfig, si_data, prefix="self_improve.")
 
 
+def _same_or_extended(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether `new` is the run stored as `old`, or that run with more rounds: the same settings but
+    `rounds` (not fewer), `eval_lengths` (the test covers the new lengths) and a schedule that starts
+    with the old one. Rounds 1..old are then the same, so a finished run is extended, not redone."""
+    if old == new:
+        return True
+    a, b = old["self_improve"], new["self_improve"]
+    loose = ("rounds", "eval_lengths", "schedule")
+    return (old["run"] == new["run"] and b["rounds"] >= a["rounds"]
+            and {k: v for k, v in a.items() if k not in loose} == {k: v for k, v in b.items() if k not in loose}
+            and (a["schedule"] is None) == (b["schedule"] is None)
+            and (a["schedule"] is None or b["schedule"][: a["rounds"]] == a["schedule"][: a["rounds"]]))
+
+
 def seeded_config(run: RunConfig, k: int) -> RunConfig:
     """Model k of the vote: the same run with its own seed."""
     return run.model_copy(update={"train": run.train.model_copy(update={"seed": run.train.seed + k})})
@@ -126,7 +140,7 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
     # how many processes do the work is not part of what the run is: a resumed run may use others
     spec = {"run": run.to_json(), "self_improve": {k: v for k, v in si.to_json().items() if k != "workers"}}
     spec_path = out / "self_improve.json"
-    if spec_path.exists() and read_json(spec_path) != spec:
+    if spec_path.exists() and not _same_or_extended(read_json(spec_path), spec):
         raise BadInput(f"{out} holds a different self-improvement run; choose a new --out")
     if not spec_path.exists() and out.exists() and any(out.iterdir()):
         raise BadInput(f"{out} exists and is not a self-improvement run; choose a new --out")
