@@ -97,6 +97,16 @@ def sample(
         _print_json(rec) if as_json else out.print(f"{rec['prompt']}[bold green]{rec['target']}[/bold green]  [dim]{rec['meta']}[/dim]", highlight=False)
 
 
+def _config_args(args: list[str] | None) -> tuple[dict | None, list[str]]:
+    """`[CONFIG.yaml] [key=value ...]`: (the file's sections or None, the overrides)."""
+    from seqlab.runs import load_config_file
+
+    args = list(args or [])
+    if args and "=" not in args[0]:
+        return load_config_file(args[0]), args[1:]
+    return None, args
+
+
 @app.command()
 def train(
     args: Optional[List[str]] = typer.Argument(None, help="[CONFIG.yaml] [key=value ...]"),
@@ -106,10 +116,7 @@ def train(
     """Train a model; rerunning on an existing run directory resumes it."""
     from seqlab import runs
 
-    args = list(args or [])
-    base, overrides = None, args
-    if args and "=" not in args[0]:
-        base, overrides = runs.load_config_file(args[0]), args[1:]
+    base, overrides = _config_args(args)
     config = runs.resolve_config(base, overrides) if (base is not None or overrides) else None
     summary = runs.train_run(out_dir, config, quiet=quiet)
     ev = summary["final_eval"]
@@ -158,12 +165,9 @@ def self_improve_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
     """Self-improvement rounds on any task and model; rerunning on the same --out resumes."""
-    from seqlab import rounds, runs
+    from seqlab import rounds
 
-    args = list(args or [])
-    base, overrides = None, args
-    if args and "=" not in args[0]:
-        base, overrides = runs.load_config_file(args[0]), args[1:]
+    base, overrides = _config_args(args)
     run, si = rounds.resolve_self_improve(base, overrides, out_dir)
     reports = rounds.self_improve(out_dir, run, si, quiet=quiet)
     table = Table(title=f"self-improvement on {run.make_task().name}: {out_dir}")

@@ -183,7 +183,6 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
         # (lengths covered, kept labels) of every earlier round that kept any
         earlier = [(len(reports[q]["lengths"]), kept[q]) for q in range(1, r) if kept[q]]
         newest = kept[r]
-        sources: list = []
         if newest:
             weights = mixture_weights(n_start, [n for n, _ in earlier], si.new_share)
             sources = [(weights[0], task)] + [(w, items) for w, (_, items) in zip(weights[1:-1], earlier)]

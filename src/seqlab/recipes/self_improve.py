@@ -162,8 +162,9 @@ def run(ctx: Context) -> Outcome:
         for L in sorted({reached, spec.get("target", reached)}):
             metrics[f"{arm}.exact_match@{L}"] = curve.get(L)
         metrics[f"{arm}.longest_length_at_95"] = longest_at(curve, 0.95)
-        metrics[f"{arm}.longest_length_at_90"] = longest_at(curve, 0.90)
-        metrics[f"{arm}.beyond_start_at_90"] = max(0, longest_at(curve, 0.90) - start_top)
+        at_90 = longest_at(curve, 0.90)
+        metrics[f"{arm}.longest_length_at_90"] = at_90
+        metrics[f"{arm}.beyond_start_at_90"] = max(0, at_90 - start_top)
     first = per_arm["self"][1]["labels"] if len(per_arm["self"]) > 1 else {}
     if "label_accuracy_single" in first:  # the vote against one model, on the first unseen size
         metrics["round1.label_accuracy_single"] = first["label_accuracy_single"]
