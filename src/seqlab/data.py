@@ -30,6 +30,10 @@ class Batch:
     def to(self, device) -> "Batch":
         return Batch(*(t.to(device, non_blocking=True) for t in (self.tokens, self.targets, self.pos_ids)))
 
+    def model_args(self) -> tuple:
+        """The arguments of the model's `loss`."""
+        return (self.tokens, self.targets, self.pos_ids)
+
     @property
     def n_tokens(self) -> int:
         return int(self.tokens.numel())

@@ -63,3 +63,28 @@ def _save(fig, path: Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def error_by_points(curves: dict[str, dict[str, list[float]]], path: Path, title: str = "",
+                    ylabel: str = "squared error / scale", xlabel: str = "in-context examples k",
+                    marks: dict[str, float] | None = None, log: bool = False) -> Path:
+    """One line per model or baseline: mean error (y) against k (x), with its interval shaded.
+
+    Each curve is {"k": [...], "mean": [...], "lo": [...], "hi": [...]}; `marks` draws labelled
+    vertical lines (k = d, say)."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.2), dpi=120)
+    for label, c in curves.items():
+        line, = ax.plot(c["k"], c["mean"], marker="o", markersize=2.5, label=label)
+        if "lo" in c and "hi" in c:
+            ax.fill_between(c["k"], c["lo"], c["hi"], color=line.get_color(), alpha=0.15, linewidth=0)
+    for name, x in (marks or {}).items():
+        ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+        ax.text(x, 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=8, color="grey", va="top")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)

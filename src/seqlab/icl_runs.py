@@ -1,0 +1,186 @@
+"""In-context learning runs: a function class, a vector-reading model, the trainer, and error curves.
+
+The run directory has DESIGN.md's layout; `config.json` holds `"kind": "icl"` so `seqlab eval` and
+`seqlab report` know to score it by normalised squared error against the number of in-context
+examples rather than by exact match.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator, model_validator
+
+import seqlab
+from seqlab.configs import Config, apply_overrides, parse_config
+from seqlab.errors import BadInput
+from seqlab.icl_data import Curriculum, PromptStream
+from seqlab.io import read_json, write_json
+from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model
+from seqlab.runs import check_writable, git_commit, is_run_dir
+from seqlab.tasks.function_classes import FunctionClass, get_function
+from seqlab.train import Trainer, TrainConfig, pick_device
+from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
+
+
+class ICLRunConfig(Config):
+    kind: Literal["icl"] = "icl"
+    task: dict[str, Any] = Field(default_factory=lambda: {"name": "linear-regression"}, validate_default=True)
+    model: ICLModelConfig = Field(default_factory=ICLModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    curriculum: Curriculum = Field(default_factory=Curriculum)
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, v: Any) -> dict[str, Any]:
+        if isinstance(v, str):
+            v = {"name": v}
+        if not isinstance(v, dict) or "name" not in v:
+            raise ValueError("task must be a function class name or a mapping with a name")
+        params = {k: x for k, x in v.items() if k != "name"}
+        return {"name": v["name"], **get_function(v["name"], **params).config.to_json()}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_reads_task_dims(cls, data: Any) -> Any:
+        """The model's n_dims follows the task's unless it is given (and then they must agree)."""
+        if isinstance(data, dict) and isinstance(data.get("task"), dict) and "n_dims" in data["task"]:
+            model = dict(data.get("model") or {}) if not isinstance(data.get("model"), Config) else data["model"].to_json()
+            model.setdefault("n_dims", data["task"]["n_dims"])
+            data = {**data, "model": model}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self):
+        fc = self.function_class()
+        if self.model.n_dims != fc.config.n_dims:
+            raise ValueError(f"model.n_dims={self.model.n_dims} but the task has n_dims={fc.config.n_dims}")
+        top = max(fc.config.n_points, self.curriculum.points.end if self.curriculum.points else 0)
+        if self.model.position == "learned" and top > self.model.max_points:
+            raise ValueError(f"prompts of {top} points need model.max_points >= {top}")
+        return self
+
+    def function_class(self) -> FunctionClass:
+        return get_function(self.task["name"], **{k: v for k, v in self.task.items() if k != "name"})
+
+
+def resolve_icl_config(base: dict[str, Any] | None = None, overrides: list[str] = ()) -> ICLRunConfig:
+    return parse_config(ICLRunConfig, apply_overrides(base or {}, list(overrides)))
+
+
+def is_icl_run(run_dir: Path) -> bool:
+    try:
+        return is_run_dir(run_dir) and read_json(Path(run_dir) / "config.json").get("kind") == "icl"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_icl_config(run_dir: Path) -> ICLRunConfig:
+    data = read_json(Path(run_dir) / "config.json")
+    return parse_config(ICLRunConfig, {k: v for k, v in data.items() if k not in ("seqlab_version", "git_commit")})
+
+
+# -- scoring ------------------------------------------------------------------------------------
+def score(fc: FunctionClass, preds: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Per-prompt, per-k error: squared error / fc.error_scale for regression (Garg's normalisation,
+    so predicting 0 scores about 1), and 0/1 error of the sign for classification."""
+    if fc.kind == "classification":
+        return (np.sign(preds) != np.sign(ys)).astype(np.float64)
+    return (preds.astype(np.float64) - ys) ** 2 / fc.error_scale
+
+
+@torch.no_grad()
+def model_predictions(model, xs: np.ndarray, ys: np.ndarray, loops: int | None = None, batch: int = 256) -> np.ndarray:
+    """(n, k) predictions of every prefix, in batches, on the model's device."""
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for s in range(0, len(xs), batch):
+        x = torch.from_numpy(xs[s:s + batch]).to(dev)
+        y = torch.from_numpy(ys[s:s + batch]).to(dev)
+        out.append(model(x, y, loops).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def make_icl_evaluator(config: ICLRunConfig, fc: FunctionClass):
+    """Mean error over every prefix of eval_n test prompts (full dims and points), for training logs."""
+    p = fc.prompts(config.train.seed, "test", 0, config.train.eval_n)
+
+    def evaluate(model):
+        err = score(fc, model_predictions(model, p.xs, p.ys), p.ys)
+        return {"error": float(err.mean()), "error_last": float(err[:, -1].mean())}
+
+    return evaluate
+
+
+# -- training -----------------------------------------------------------------------------------
+def _same_icl_run(old: ICLRunConfig, new: ICLRunConfig) -> str | None:
+    a, b = old.to_json(), new.to_json()
+    a["train"].pop("steps"), b["train"].pop("steps")
+    for section in a:
+        if a[section] != b[section]:
+            return f"{section} differs ({a[section]!r} there, {b[section]!r} here)"
+    return None
+
+
+def prepare_icl_run(out: Path, config: ICLRunConfig | None) -> ICLRunConfig:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out} exists and is not a directory")
+    if out.exists() and is_run_dir(out):
+        if not is_icl_run(out):
+            raise BadInput(f"{out} holds a token-model run, not an in-context learning run; choose a new --out")
+        stored = read_icl_config(out)
+        if config is None:
+            return stored
+        diff = _same_icl_run(stored, config)
+        if diff:
+            raise BadInput(f"{out} holds a different run ({diff}); choose a new --out")
+        return config
+    if out.exists() and any(out.iterdir()):
+        raise BadInput(f"{out} exists and is not a seqlab run directory; choose a new --out")
+    return config if config is not None else ICLRunConfig()
+
+
+def train_icl_run(out: Path, config: ICLRunConfig | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Train (or resume) an in-context learning run in `out`."""
+    out = Path(out)
+    config = prepare_icl_run(out, config)
+    torch.manual_seed(config.train.seed)
+    fc = config.function_class()
+    model = build_icl_model(config.model)
+    check_writable(out)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    stream = PromptStream(fc, config.train.seed, config.train.batch_size, config.curriculum)
+    trainer = Trainer(model, stream, config.train, out, make_icl_evaluator(config, fc), quiet=quiet)
+    resumed = trainer.resume()
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"seqlab_version": seqlab.__version__, "git_commit": git_commit()}
+    if not resumed and not is_run_dir(out):
+        write_json(out / "config.json", {**config.to_json(), **meta})
+    elif config.train.steps != read_icl_config(out).train.steps:
+        write_json(out / "config.json", {**read_json(out / "config.json"), "train": config.train.to_json()})
+    t0 = time.perf_counter()
+    final = trainer.fit() if not trainer.finished else {}
+    return {"run_dir": str(out), "resumed": resumed, "step": trainer.step, "final_eval": final,
+            "wall_seconds": time.perf_counter() - t0, "train_seconds": trainer.state.get("train_seconds"),
+            "n_params": model.n_params()}
+
+
+def load_icl_run(run_dir: Path, device: str | None = None):
+    """(config, function class, model with the newest weights) of an in-context learning run."""
+    run_dir = Path(run_dir)
+    if not is_icl_run(run_dir):
+        raise BadInput(f"{run_dir} is not an in-context learning run directory")
+    config = read_icl_config(run_dir)
+    model = build_icl_model(config.model)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise BadInput(f"{run_dir} has no checkpoint yet")
+    load_checkpoint(ckpt, model)
+    return config, config.function_class(), model.to(pick_device(device or config.train.device)).eval()

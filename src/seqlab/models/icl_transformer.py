@@ -1,0 +1,166 @@
+"""Transformers that read vector-valued prompts: in-context learning of function classes.
+
+Garg et al. 2022's protocol: a prompt of k pairs (x_i, y_i), x_i in R^d, becomes 2k tokens
+x_1, [y_1, 0, ..., 0], x_2, [y_2, 0, ...], ...; one linear read-in maps both kinds of token to the
+model width, and a linear read-out at each x token predicts that x's y from the pairs before it.
+Every x_i is a query, so one forward pass scores every prefix length k = 0 .. n-1 at once.
+
+  ICLTransformer    n pre-norm decoder blocks (the decoder's own `Block`), as Garg's GPT-2 backbone
+  LoopedTransformer one block of n_layers applied b times with input injection, h_{t+1} = f(h_t + e),
+                    h_0 = 0, read out after every loop (Yang et al. 2024); trained on the mean loss of
+                    the last `loop_window` loops, evaluated at any number of loops
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import model_validator
+
+from seqlab.configs import Config
+from seqlab.models.attention import CausalSelfAttention, SeqContext
+from seqlab.models.decoder import Block, ModelConfig, make_norm
+from seqlab.models.positions import rope_cos_sin
+
+ICL_ARCHS = ("transformer", "looped")
+
+
+class ICLModelConfig(Config):
+    arch: Literal["transformer", "looped"] = "transformer"
+    n_dims: int = 20  # set from the task
+    n_layers: int = 4  # looped: layers inside the one block that is looped
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int | None = None  # default 4 * d_model
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    position: Literal["learned", "none", "rope"] = "learned"  # Garg: GPT-2's learned positions
+    max_points: int = 101  # the learned position table holds 2 * max_points tokens
+    dropout: float = 0.0
+    loops: int = 12  # looped: the number of loops b at the end of the loop curriculum
+    loop_window: int = 12  # looped: the loss averages the last T loops (Yang et al. 2024)
+
+    @model_validator(mode="after")
+    def _check(self):
+        for k in ("n_dims", "n_layers", "d_model", "n_heads", "max_points", "loops", "loop_window"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be positive")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.position == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError("rope needs an even head dimension")
+        return self
+
+    def block_config(self) -> ModelConfig:
+        return ModelConfig(n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, d_mlp=self.d_mlp,
+                           mlp=self.mlp, norm=self.norm, position=self.position, dropout=self.dropout)
+
+
+def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """(B, k, d), (B, k) -> (B, 2k, d): x_1, [y_1, 0..], x_2, [y_2, 0..], ... (Garg's _combine)."""
+    B, k, d = xs.shape
+    ys_wide = torch.cat([ys[..., None], xs.new_zeros(B, k, d - 1)], dim=2)  # (B, k, d)
+    return torch.stack([xs, ys_wide], dim=2).reshape(B, 2 * k, d)
+
+
+class _VectorIO(nn.Module):
+    """Read-in, positions and read-out shared by both models."""
+
+    def __init__(self, c: ICLModelConfig):
+        super().__init__()
+        self.config = c
+        self.read_in = nn.Linear(c.n_dims, c.d_model)
+        self.pos_emb = nn.Embedding(2 * c.max_points, c.d_model) if c.position == "learned" else None
+        self.norm = make_norm(c.norm, c.d_model)
+        self.read_out = nn.Linear(c.d_model, 1)
+
+    def _init_weights(self, n_layers: int):
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith(("proj.weight", "down.weight")):
+                nn.init.normal_(p, std=0.02 / (2 * n_layers) ** 0.5)
+
+    def embed(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, SeqContext]:
+        c = self.config
+        B, k, d = xs.shape
+        if d != c.n_dims:
+            raise ValueError(f"prompts have {d} dims, the model reads {c.n_dims}")
+        if c.position == "learned" and k > c.max_points:
+            raise ValueError(f"prompts of {k} points exceed model.max_points={c.max_points}")
+        e = self.read_in(interleave(xs, ys))  # (B, 2k, D)
+        positions = torch.arange(2 * k, device=xs.device)[None].expand(B, 2 * k)
+        if self.pos_emb is not None:
+            e = e + self.pos_emb(positions)
+        head_dim = c.d_model // c.n_heads
+        rope = rope_cos_sin(positions[:1], head_dim) if c.position == "rope" else None
+        return e, SeqContext(positions=positions, rope=rope)
+
+    def predict(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, 2k, D) -> (B, k): the read-out at the x tokens (even indices)."""
+        return self.read_out(self.norm(h[:, ::2]))[..., 0]
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _blocks(c: ICLModelConfig) -> nn.ModuleList:
+    bc = c.block_config()
+    return nn.ModuleList(Block(bc, CausalSelfAttention(c.d_model, c.n_heads, c.position, False, c.dropout))
+                         for _ in range(c.n_layers))
+
+
+class ICLTransformer(_VectorIO):
+    def __init__(self, config: ICLModelConfig):
+        super().__init__(config)
+        self.blocks = _blocks(config)
+        self._init_weights(config.n_layers)
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None) -> torch.Tensor:
+        """Predictions (B, k): entry i is the prediction of y_i from pairs < i and x_i."""
+        h, ctx = self.embed(xs, ys)
+        for block in self.blocks:
+            h = block(h, ctx)
+        return self.predict(h)
+
+    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None) -> torch.Tensor:
+        """Squared error averaged over every prefix (every x_i is a query)."""
+        return F.mse_loss(self(xs, ys).float(), ys.float())
+
+
+class LoopedTransformer(_VectorIO):
+    def __init__(self, config: ICLModelConfig):
+        super().__init__(config)
+        self.blocks = _blocks(config)
+        self._init_weights(config.n_layers)
+
+    def loop_outputs(self, xs: torch.Tensor, ys: torch.Tensor, loops: int) -> list[torch.Tensor]:
+        """Predictions (B, k) after each of `loops` iterations of h <- f(h + e), from h = 0."""
+        e, ctx = self.embed(xs, ys)
+        h = torch.zeros_like(e)
+        outs = []
+        for _ in range(loops):
+            h = h + e  # input injection: every loop sees the prompt again
+            for block in self.blocks:
+                h = block(h, ctx)
+            outs.append(self.predict(h))
+        return outs
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None) -> torch.Tensor:
+        return self.loop_outputs(xs, ys, loops or self.config.loops)[-1]
+
+    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None) -> torch.Tensor:
+        """Squared error averaged over every prefix and over the last `loop_window` loops."""
+        b = loops or self.config.loops
+        outs = self.loop_outputs(xs, ys, b)[-self.config.loop_window:]
+        return torch.stack([F.mse_loss(o.float(), ys.float()) for o in outs]).mean()
+
+
+def build_icl_model(config: ICLModelConfig) -> _VectorIO:
+    return (LoopedTransformer if config.arch == "looped" else ICLTransformer)(config)

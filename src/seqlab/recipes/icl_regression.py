@@ -1,0 +1,221 @@
+"""In-context learning of function classes (Garg et al. 2022): a transformer trained from scratch on
+prompts x_1, f(x_1), ..., x_k, f(x_k), x_query fits f in context about as well as the best classical
+solver on the same prompts (least squares for linear functions, Lasso for sparse ones, better than
+greedy trees and XGBoost for depth-4 trees).
+
+One family per run (`--family`); the error curve is squared error / scale (Garg's normalisation:
+d for dense families, the sparsity for sparse regression, 1 for trees) against the number of
+in-context examples k, with bootstrap 90% intervals, for the model and every baseline, plus the
+model against least squares on Garg's out-of-distribution prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from seqlab.eval.icl_curves import at_k
+from seqlab.eval.plots import error_by_points
+from seqlab.icl_eval import evaluate_icl
+from seqlab.icl_runs import resolve_icl_config, train_icl_run
+from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
+from seqlab.recipes.self_improve import task_settings
+from seqlab.report import results_header
+from seqlab.tasks.function_classes import function_class, function_names
+
+LASSOS = ["lasso-1", "lasso-0.1", "lasso-0.01", "lasso-0.001"]
+# Each family's baselines (Garg's per-task lists) and its settings per budget, laid over the budget's.
+FAMILIES: dict[str, dict[str, Any]] = {
+    "linear-regression": {"baselines": ["least-squares", "3-nn", "averaging"]},
+    "sparse-linear-regression": {"baselines": ["least-squares", *LASSOS, "3-nn", "averaging"]},
+    "noisy-linear-regression": {"baselines": ["least-squares", "ridge", "3-nn", "averaging"]},
+    "linear-classification": {"baselines": ["least-squares", "newton-logistic", "3-nn", "averaging"]},
+    "logistic-regression": {"baselines": ["newton-logistic", "least-squares", "3-nn", "averaging"]},
+    "quadratic-regression": {"baselines": ["least-squares", "3-nn", "averaging"]},
+    "relu-2nn-regression": {"baselines": ["least-squares", "gd-2layer", "3-nn", "averaging"]},
+    "decision-tree": {"baselines": ["greedy-tree", "xgboost", "least-squares", "3-nn", "averaging"],
+                      "at": {"smoke": {"task": {"n_points": 13}}, "cpu": {"task": {"n_points": 61}},
+                             "gpu": {"task": {"n_points": 101}}}},
+    "sparse-parity": {"baselines": ["least-squares", "3-nn", "averaging"],
+                      "at": {"cpu": {"task": {"n_dims": 10, "n_points": 61}}, "gpu": {"task": {"n_dims": 10, "n_points": 141}}}},
+}
+
+BUDGETS = {
+    "smoke": {
+        "task": {"n_dims": 5, "n_points": 11},
+        "model": {"n_layers": 1, "d_model": 32, "n_heads": 2},
+        "train": {"steps": 20, "batch_size": 16, "lr": 1e-3, "warmup": 5, "eval_every": 10, "eval_n": 16, "log_every": 10,
+                  "checkpoint_every": 10},
+        "curriculum": None, "n_eval": 64, "slow_n": 8, "shifts": ["scale-x=2"],
+    },
+    "cpu": {
+        "task": {"n_dims": 10, "n_points": 31},
+        "model": {"n_layers": 3, "d_model": 64, "n_heads": 4},
+        "train": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "warmup": 500, "eval_every": 1000, "eval_n": 256,
+                  "log_every": 100, "checkpoint_every": 1000, "weight_decay": 0.0},
+        "curriculum": {"dims_start": 2, "points_start": 5, "interval": 500},
+        "n_eval": 1000, "slow_n": 200, "shifts": "all",
+    },
+    "gpu": {  # Garg et al.'s standard model and schedule (d = 20)
+        "task": {"n_dims": 20, "n_points": 41},
+        "model": {"n_layers": 12, "d_model": 256, "n_heads": 8},
+        "train": {"steps": 500000, "batch_size": 64, "lr": 1e-4, "warmup": 1000, "eval_every": 5000, "eval_n": 1280,
+                  "log_every": 500, "checkpoint_every": 5000, "weight_decay": 0.0, "schedule": "constant"},
+        "curriculum": {"dims_start": 5, "points_start": 11, "interval": 2000},
+        "n_eval": 1280, "slow_n": 500, "shifts": "all",
+    },
+}
+
+
+def family_settings(family: str, budget: str) -> dict[str, Any]:
+    spec = {"at": FAMILIES[family].get("at", {})}
+    return task_settings(BUDGETS[budget], spec, budget)
+
+
+def run_config(family: str, s: dict[str, Any], seed: int):
+    d, n_points = s["task"]["n_dims"], s["task"]["n_points"]
+    cur = s.get("curriculum")
+    curriculum = {}
+    if cur:
+        curriculum = {"dims": {"start": min(cur["dims_start"], d), "end": d, "inc": 1, "interval": cur["interval"]},
+                      "points": {"start": min(cur["points_start"], n_points), "end": n_points, "inc": 2,
+                                 "interval": cur["interval"]}}
+    return resolve_icl_config({"task": {"name": family, **s["task"]}, "model": {**s["model"], "max_points": n_points},
+                               "train": {**s["train"], "seed": seed}, "curriculum": curriculum})
+
+
+def key_ks(d: int, n_points: int) -> list[int]:
+    """The k at which tables report errors and slow baselines run: 1, d/2, d, 1.5d, 2d, 3d, 50, 100."""
+    ks = {1, max(1, d // 2), d, (3 * d) // 2, 2 * d, 3 * d, 50, 100, n_points - 1}
+    return sorted(k for k in ks if k < n_points)
+
+
+def run(ctx: Context) -> Outcome:
+    family = ctx.options.family
+    s = family_settings(family, ctx.budget)
+    d, n_points = s["task"]["n_dims"], s["task"]["n_points"]
+    config = run_config(family, s, ctx.seed)
+    run_dir = ctx.run_dir(family)
+    summary = train_icl_run(run_dir, config, quiet=ctx.quiet)
+    ks = key_ks(d, n_points)
+    ev = evaluate_icl(run_dir, s["n_eval"], FAMILIES[family]["baselines"], s["slow_n"], ks, seed=ctx.seed)
+    curves = ev["curves"]
+    fc = function_class(family)
+    ylabel = "error rate (sign)" if ev["kind"] == "classification" else f"squared error / {ev['error_scale']:g}"
+    error_by_points(curves, ctx.out / "plots" / "error_by_points.png", title=f"{family}, d = {d}: error against k",
+                    ylabel=ylabel, marks={"k = d": d})
+    metrics: dict[str, Any] = {"train_steps": summary["step"], "train_seconds": round(summary["train_seconds"] or 0, 1),
+                               "n_params": summary["n_params"], "n_dims": d}
+    for label, c in curves.items():
+        for k in ks:
+            v = at_k(c, k)
+            if v is not None:
+                metrics[f"error.{label}.k{k}"] = v
+    metrics.update(claim_metrics(family, curves, d))
+    shift_results = {}
+    wanted = fc.shifts() if s["shifts"] == "all" else [x for x in s["shifts"] if x in function_class(family, **s["task"]).shifts()]
+    for shift in wanted:
+        r = evaluate_icl(run_dir, s["n_eval"], ["least-squares"], s["slow_n"], ks, shift=shift, seed=ctx.seed)
+        shift_results[shift] = {lab: {str(k): at_k(c, k) for k in (d, 2 * d) if k < n_points} for lab, c in r["curves"].items()}
+    artifacts = ["plots/error_by_points.png"]
+    return Outcome(metrics=metrics, runs={family: f"runs/{family}"}, artifacts=artifacts,
+                   extra={"curves": curves, "skipped_baselines": ev["skipped"], "shifts": shift_results, "ks": ks})
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+def claim_metrics(family: str, curves: dict[str, dict], d: int) -> dict[str, float | None]:
+    """The numbers the claims compare, from the measured curves."""
+    model, out = curves["model"], {}
+    if family == "linear-regression":
+        ls = curves["least-squares"]
+        late = [m for k, m in zip(model["k"], model["mean"]) if k >= 1.5 * d]
+        out["linear.max_error_from_1.5d"] = max(late) if late else None
+        gaps = [m - ls["mean"][ls["k"].index(k)] for k, m in zip(model["k"], model["mean"]) if k < d and k in ls["k"]]
+        out["linear.max_excess_over_least_squares_below_d"] = max(gaps) if gaps else None
+    if family == "sparse-linear-regression":
+        k = d // 2
+        lassos = [at_k(curves[n], k) for n in LASSOS if n in curves and at_k(curves[n], k) is not None]
+        out["sparse.model_over_least_squares_at_d/2"] = _ratio(at_k(model, k), at_k(curves["least-squares"], k))
+        out["sparse.model_over_best_lasso_at_d/2"] = _ratio(at_k(model, k), min(lassos)) if lassos else None
+    if family == "decision-tree" and "greedy-tree" in curves:
+        out["tree.model_over_greedy_tree_at_50"] = _ratio(at_k(model, 50), at_k(curves["greedy-tree"], 50))
+    return out
+
+
+def report(ctx: Context, results: dict[str, Any]) -> str:
+    m, fam = results["metrics"], results["options"]["family"]
+    curves, ks = results.get("curves", {}), results.get("ks", [])
+    lines = [results_header(results, f"In-context learning: {fam}"),
+             f"A {m.get('n_params', 0):,}-parameter transformer trained {m.get('train_steps')} steps "
+             f"({m.get('train_seconds')} s) on prompts of d = {m.get('n_dims')}; errors on held-out prompts, "
+             "mean and bootstrap 90% interval.\n\n## Error against the number of in-context examples k\n\n",
+             "| k | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
+    for k in ks:
+        cells = []
+        for c in curves.values():
+            v = at_k(c, k)
+            cells.append("—" if v is None else f"{v:.4f} [{c['lo'][c['k'].index(k)]:.3f}, {c['hi'][c['k'].index(k)]:.3f}]")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines.append("\n![error by k](plots/error_by_points.png)\n")
+    for name, why in results.get("skipped_baselines", {}).items():
+        lines.append(f"- baseline `{name}` skipped: {why}")
+    if results.get("shifts"):
+        lines += ["\n## Out-of-distribution prompts (model vs least squares)\n", "| shift | k | model | least squares |",
+                  "|---|---:|---:|---:|"]
+        for shift, by in results["shifts"].items():
+            for k in by.get("model", {}):
+                ls = by.get("least-squares", {}).get(k)
+                lines.append(f"| {shift} | {k} | {by['model'][k]:.4f} | {'—' if ls is None else f'{ls:.4f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--family", default="linear-regression", choices=function_names())
+
+
+def _when(family: str) -> tuple:
+    return (("family", family),)
+
+
+register(Recipe(
+    name="icl-regression",
+    paper="Garg et al. 2022, What Can Transformers Learn In-Context? A Case Study of Simple Function Classes",
+    description="in-context learning of function classes against classical baselines (--family)",
+    budgets=BUDGETS,
+    claims=[
+        Claim("linear regression: error <= 0.05 for every k >= 1.5d (least squares: 0)", "Garg et al. 2022",
+              metric="linear.max_error_from_1.5d", threshold=0.05, direction="at_most", budgets=("cpu",),
+              when=_when("linear-regression")),
+        Claim("linear regression: within 0.1 of least squares for every k < d", "Garg et al. 2022",
+              metric="linear.max_excess_over_least_squares_below_d", threshold=0.1, direction="at_most", budgets=("cpu",),
+              when=_when("linear-regression")),
+        Claim("sparse regression: below least squares at k = d/2 (ratio)", "Garg et al. 2022",
+              metric="sparse.model_over_least_squares_at_d/2", threshold=1.0, direction="at_most", budgets=("cpu",),
+              when=_when("sparse-linear-regression")),
+        Claim("sparse regression: within 1.5x of the best Lasso at k = d/2", "Garg et al. 2022",
+              metric="sparse.model_over_best_lasso_at_d/2", threshold=1.5, direction="at_most", budgets=("cpu",),
+              when=_when("sparse-linear-regression")),
+        Claim("decision trees: below the greedy depth-4 tree at k = 50 (ratio)", "Garg et al. 2022",
+              metric="tree.model_over_greedy_tree_at_50", threshold=1.0, direction="at_most", budgets=("cpu",),
+              when=_when("decision-tree")),
+        *[Claim(f"{fam}: the whole command within 20 minutes on a 2-core CPU", "seqlab target", metric="wall_seconds",
+                threshold=1200.0, direction="at_most", budgets=("cpu",), when=_when(fam))
+          for fam in ("linear-regression", "sparse-linear-regression", "decision-tree")],
+        # Garg et al.'s d = 20 table, within 1.5x of his numbers.
+        Claim("linear regression at d = 20: error at k = 20", "Garg et al. 2022", metric="error.model.k20",
+              paper_value=0.021, threshold=0.0315, direction="at_most", budgets=("gpu",), when=_when("linear-regression")),
+        Claim("linear regression at d = 20: error at k = 40", "Garg et al. 2022", metric="error.model.k40",
+              paper_value=5.8e-4, threshold=8.7e-4, direction="at_most", budgets=("gpu",), when=_when("linear-regression")),
+        Claim("sparse regression at d = 20: error at k = 10 (Lasso: 0.083)", "Garg et al. 2022", metric="error.model.k10",
+              paper_value=0.090, threshold=0.135, direction="at_most", budgets=("gpu",), when=_when("sparse-linear-regression")),
+        Claim("decision trees at d = 20: error at k = 100 (XGBoost: 0.73)", "Garg et al. 2022", metric="error.model.k100",
+              paper_value=0.12, threshold=0.18, direction="at_most", budgets=("gpu",), when=_when("decision-tree")),
+    ],
+    run=run,
+    report=report,
+    options=options,
+    minutes={"smoke": 0.5, "cpu": 20.0},
+))
