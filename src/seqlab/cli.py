@@ -32,14 +32,24 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="one JSON object pe
     """List the registered tasks."""
     from seqlab.tasks import TASKS
 
-    width = max(map(len, TASKS))
+    from seqlab.tasks.function_classes import FUNCTIONS
+
+    width = max(map(len, [*TASKS, *FUNCTIONS]))
     for name in sorted(TASKS):
         cls = TASKS[name]
         knobs = sorted(cls.Config.model_fields)
         if as_json:
-            _print_json({"name": name, "description": cls().describe(), "slice_key": cls.slice_key, "config": knobs})
+            _print_json({"name": name, "kind": "sequence", "description": cls().describe(), "slice_key": cls.slice_key,
+                         "config": knobs})
         else:
             out.print(f"[bold]{name:{width}}[/bold] {cls().describe()}  [dim]({', '.join(knobs)})[/dim]")
+    for name in sorted(FUNCTIONS):  # vector-valued prompts for in-context learning
+        cls = FUNCTIONS[name]
+        knobs = sorted(cls.Config.model_fields)
+        if as_json:
+            _print_json({"name": name, "kind": "function", "description": cls().describe(), "config": knobs})
+        else:
+            out.print(f"[bold]{name:{width}}[/bold] {cls().describe()}  [dim]in-context function class ({', '.join(knobs)})[/dim]")
 
 
 @app.command()
@@ -93,6 +103,16 @@ def sample(
     task_params, fmt_overrides = _split_params(params or [])
     if n < 0:
         raise BadInput("--n must be >= 0")
+    from seqlab.tasks.function_classes import FUNCTIONS, get_function
+
+    if task in FUNCTIONS:
+        if fmt_overrides:
+            raise BadInput(f"{task} is an in-context function class: it has no text format")
+        fc = get_function(task, **task_params)
+        for i in range(n):
+            rec = fc.sample_record(seed, split, i)
+            _print_json(rec) if as_json else out.print(f"{rec['prompt']} [bold green]{rec['target']}[/bold green]", highlight=False)
+        return
     for rec in sample_examples(task, task_params, fmt_overrides, n, seed, split):
         _print_json(rec) if as_json else out.print(f"{rec['prompt']}[bold green]{rec['target']}[/bold green]  [dim]{rec['meta']}[/dim]", highlight=False)
 
@@ -117,6 +137,8 @@ def train(
     from seqlab import runs
 
     base, overrides = _config_args(args)
+    if _is_icl(base, overrides, out_dir):
+        return _train_icl(base, overrides, out_dir, quiet)
     config = runs.resolve_config(base, overrides) if (base is not None or overrides) else None
     summary = runs.train_run(out_dir, config, quiet=quiet)
     ev = summary["final_eval"]
@@ -126,19 +148,74 @@ def train(
     typer.echo(f"{msg}; run in {out_dir}", err=True)
 
 
+def _is_icl(base: dict | None, overrides: list[str], out_dir: Path) -> bool:
+    """Whether a train command is about an in-context function class (or resumes such a run)."""
+    from seqlab.configs import apply_overrides
+    from seqlab.icl_runs import is_icl_run
+    from seqlab.tasks.function_classes import FUNCTIONS
+
+    if base is None and not overrides:
+        return is_icl_run(out_dir)
+    task = apply_overrides(base or {}, list(overrides)).get("task", {})
+    name = task if isinstance(task, str) else task.get("name") if isinstance(task, dict) else None
+    return name in FUNCTIONS
+
+
+def _train_icl(base: dict | None, overrides: list[str], out_dir: Path, quiet: bool) -> None:
+    from seqlab import icl_runs
+
+    config = icl_runs.resolve_icl_config(base, overrides) if (base is not None or overrides) else None
+    summary = icl_runs.train_icl_run(out_dir, config, quiet=quiet)
+    ev = summary["final_eval"]
+    msg = f"step {summary['step']}"
+    if ev:
+        msg += f", mean error {ev['error']:.4f} over every prefix of the test prompts"
+    typer.echo(f"{msg}; run in {out_dir}", err=True)
+
+
+def _eval_icl(run_dir: Path, ks: str | None, n: int, seed: int | None, baselines: str, as_json: bool) -> None:
+    from seqlab.eval.icl_curves import at_k
+    from seqlab.icl_eval import evaluate_icl
+    from seqlab.runs import parse_lengths
+
+    names = [b for b in baselines.split(",") if b]
+    result = evaluate_icl(run_dir, n, names, slow_n=min(n, 200), slow_ks=parse_lengths(ks) if ks else [], seed=seed)
+    if as_json:
+        _print_json(result)
+        return
+    curves = result["curves"]
+    wanted = parse_lengths(ks) if ks else curves["model"]["k"]
+    table = Table(title=f"{result['task']}: error against in-context examples k (n={n}, d={result['n_dims']})")
+    table.add_column("k", justify="right")
+    for label in curves:
+        table.add_column(label, justify="right")
+    for k in wanted:
+        cells = [at_k(c, k) for c in curves.values()]
+        table.add_row(str(k), *("—" if v is None else f"{v:.4f}" for v in cells))
+    out.print(table)
+    for name, why in result["skipped"].items():
+        out.print(f"[dim]{name} skipped: {why}[/dim]")
+
+
 @app.command("eval")
 def eval_cmd(
     run_dir: Path = typer.Argument(..., help="a run directory"),
     lengths: Optional[str] = typer.Option(None, "--lengths", help="A-B or a list, e.g. 1-50 (default: the training range)"),
     n: int = typer.Option(200, "--n", help="test problems per length"),
     seed: Optional[int] = typer.Option(None, "--seed", help="seed of the test split (default: the run's)"),
+    baselines: str = typer.Option("least-squares", "--baselines", help="in-context runs: baselines to score beside the model"),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Exact match per length on held-out problems; writes eval/by_length.json and a plot."""
+    """Exact match per length on held-out problems; writes eval/by_length.json and a plot.
+
+    On an in-context learning run: error against k (--lengths picks the k), beside --baselines."""
     from seqlab import runs
+    from seqlab.icl_runs import is_icl_run
 
     if n < 1:
         raise BadInput("--n must be at least 1")
+    if is_icl_run(run_dir):
+        return _eval_icl(run_dir, lengths, n, seed, baselines, as_json)
     if lengths:
         lens = runs.parse_lengths(lengths)
     else:

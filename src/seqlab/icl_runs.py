@@ -21,6 +21,7 @@ from seqlab.errors import BadInput
 from seqlab.icl_data import Curriculum, PromptStream
 from seqlab.io import read_json, write_json
 from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model
+from seqlab.models.linear_attention import LSAConfig
 from seqlab.runs import check_writable, git_commit, is_run_dir
 from seqlab.tasks.function_classes import FunctionClass, get_function
 from seqlab.train import Trainer, TrainConfig, pick_device
@@ -30,7 +31,7 @@ from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
 class ICLRunConfig(Config):
     kind: Literal["icl"] = "icl"
     task: dict[str, Any] = Field(default_factory=lambda: {"name": "linear-regression"}, validate_default=True)
-    model: ICLModelConfig = Field(default_factory=ICLModelConfig)
+    model: ICLModelConfig | LSAConfig = Field(default_factory=ICLModelConfig, discriminator="arch")
     train: TrainConfig = Field(default_factory=TrainConfig)
     curriculum: Curriculum = Field(default_factory=Curriculum)
 
@@ -52,6 +53,8 @@ class ICLRunConfig(Config):
             model = dict(data.get("model") or {}) if not isinstance(data.get("model"), Config) else data["model"].to_json()
             model.setdefault("n_dims", data["task"]["n_dims"])
             data = {**data, "model": model}
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):  # the default architecture
+            data = {**data, "model": {"arch": "transformer", **data["model"]}}
         return data
 
     @model_validator(mode="after")
@@ -60,7 +63,7 @@ class ICLRunConfig(Config):
         if self.model.n_dims != fc.config.n_dims:
             raise ValueError(f"model.n_dims={self.model.n_dims} but the task has n_dims={fc.config.n_dims}")
         top = max(fc.config.n_points, self.curriculum.points.end if self.curriculum.points else 0)
-        if self.model.position == "learned" and top > self.model.max_points:
+        if getattr(self.model, "position", None) == "learned" and top > self.model.max_points:
             raise ValueError(f"prompts of {top} points need model.max_points >= {top}")
         return self
 
@@ -88,8 +91,10 @@ def read_icl_config(run_dir: Path) -> ICLRunConfig:
 def score(fc: FunctionClass, preds: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Per-prompt, per-k error: squared error / fc.error_scale for regression (Garg's normalisation,
     so predicting 0 scores about 1), and 0/1 error of the sign for classification."""
+    if preds.ndim == 1:  # a model that predicts the last point only (linear self-attention)
+        preds = np.concatenate([np.full((len(ys), ys.shape[1] - 1), np.nan), preds[:, None]], axis=1)
     if fc.kind == "classification":
-        return (np.sign(preds) != np.sign(ys)).astype(np.float64)
+        return np.where(np.isnan(preds), np.nan, (np.sign(preds) != np.sign(ys)).astype(np.float64))
     return (preds.astype(np.float64) - ys) ** 2 / fc.error_scale
 
 
@@ -112,7 +117,7 @@ def make_icl_evaluator(config: ICLRunConfig, fc: FunctionClass):
 
     def evaluate(model):
         err = score(fc, model_predictions(model, p.xs, p.ys), p.ys)
-        return {"error": float(err.mean()), "error_last": float(err[:, -1].mean())}
+        return {"error": float(np.nanmean(err)), "error_last": float(err[:, -1].mean())}
 
     return evaluate
 

@@ -55,12 +55,19 @@ def write_run_report(path: Path) -> Path:
         parts.append(f"- steps: {last['step']}\n- last logged loss: {last.get('loss', float('nan')):.4f}\n")
         if evals:
             parts.append(f"- last periodic exact match: {evals[-1]['eval_exact_match']:.4f} (step {evals[-1]['step']})\n")
+        errors = [m for m in metrics if "eval_error" in m]  # an in-context learning run
+        if errors:
+            parts.append(f"- last periodic error (mean over every prefix): {errors[-1]['eval_error']:.4f} (step {errors[-1]['step']})\n")
     for ev in sorted((path / "eval").glob("*.json")):
         data = read_json(ev)
         if "exact_match_by_length" in data:
             curve = {int(k): v for k, v in data["exact_match_by_length"].items()}
             parts.append(f"\n## Evaluation: {ev.stem} (n={data['n']} per length)\n\n")
             parts.append(length_table({"exact match": curve}, sorted(curve)))
+        elif "curves" in data:  # in-context learning: error against the number of examples k
+            parts.append(f"\n## Evaluation: {ev.stem} (n={data['n']} prompts, d={data['n_dims']})\n\n")
+            curves = {label: dict(zip(c["k"], c["mean"])) for label, c in data["curves"].items()}
+            parts.append(length_table(curves, sorted(curves["model"])).replace("| length |", "| k |", 1))
     for png in sorted((path / "plots").glob("*.png")):
         parts.append(f"\n![{png.stem}](plots/{png.name})\n")
     out = path / "report.md"

@@ -14,7 +14,13 @@ from seqlab.models.decoder import (
 )
 
 MODELS = {"decoder": Decoder}
-DESCRIPTIONS = {"decoder": "decoder-only transformer; positions: " + ", ".join(POSITIONS)}
+DESCRIPTIONS = {
+    "decoder": "decoder-only transformer; positions: " + ", ".join(POSITIONS),
+    # Models of vector-valued prompts (in-context function classes), chosen with model.arch in an ICL run.
+    "transformer": "in-context learner: read-in, decoder blocks, read-out at each x (Garg et al. 2022)",
+    "looped": "in-context learner: one block looped b times with input injection (Yang et al. 2024)",
+    "lsa": "in-context learner: linear self-attention, no softmax or MLP (von Oswald 2023; Giannou 2025)",
+}
 
 
 def check_arch(name: str) -> None:

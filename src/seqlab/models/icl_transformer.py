@@ -39,6 +39,10 @@ class ICLModelConfig(Config):
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     position: Literal["learned", "none", "rope"] = "learned"  # Garg: GPT-2's learned positions
     max_points: int = 101  # the learned position table holds 2 * max_points tokens
+    # A learned embedding of the token's kind (x or y), added after the read-in. Pre-norm blocks see
+    # LayerNorm(y * a) = sign(y) * LayerNorm(a) for a y token without one: the label's size is lost to
+    # every attention layer until a bias or position embedding has grown to break the symmetry.
+    token_types: bool = False
     dropout: float = 0.0
     loops: int = 12  # looped: the number of loops b at the end of the loop curriculum
     loop_window: int = 12  # looped: the loss averages the last T loops (Yang et al. 2024)
@@ -74,6 +78,7 @@ class _VectorIO(nn.Module):
         self.config = c
         self.read_in = nn.Linear(c.n_dims, c.d_model)
         self.pos_emb = nn.Embedding(2 * c.max_points, c.d_model) if c.position == "learned" else None
+        self.type_emb = nn.Embedding(2, c.d_model) if c.token_types else None
         self.norm = make_norm(c.norm, c.d_model)
         self.read_out = nn.Linear(c.d_model, 1)
 
@@ -98,6 +103,8 @@ class _VectorIO(nn.Module):
         positions = torch.arange(2 * k, device=xs.device)[None].expand(B, 2 * k)
         if self.pos_emb is not None:
             e = e + self.pos_emb(positions)
+        if self.type_emb is not None:
+            e = e + self.type_emb.weight.repeat(k, 1)[None]  # x, y, x, y, ...: (1, 2k, D)
         head_dim = c.d_model // c.n_heads
         rope = rope_cos_sin(positions[:1], head_dim) if c.position == "rope" else None
         return e, SeqContext(positions=positions, rope=rope)
@@ -162,5 +169,10 @@ class LoopedTransformer(_VectorIO):
         return torch.stack([F.mse_loss(o.float(), ys.float()) for o in outs]).mean()
 
 
-def build_icl_model(config: ICLModelConfig) -> _VectorIO:
+def build_icl_model(config):
+    """The model for an ICLModelConfig or an LSAConfig (linear self-attention)."""
+    if config.arch == "lsa":
+        from seqlab.models.linear_attention import LinearTransformer
+
+        return LinearTransformer(config)
     return (LoopedTransformer if config.arch == "looped" else ICLTransformer)(config)

@@ -21,7 +21,7 @@ from seqlab.icl_runs import resolve_icl_config, train_icl_run
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.self_improve import task_settings
 from seqlab.report import results_header
-from seqlab.tasks.function_classes import function_class, function_names
+from seqlab.tasks.function_classes import function_names, get_function
 
 LASSOS = ["lasso-1", "lasso-0.1", "lasso-0.01", "lasso-0.001"]
 # Each family's baselines (Garg's per-task lists) and its settings per budget, laid over the budget's.
@@ -100,7 +100,7 @@ def run(ctx: Context) -> Outcome:
     ks = key_ks(d, n_points)
     ev = evaluate_icl(run_dir, s["n_eval"], FAMILIES[family]["baselines"], s["slow_n"], ks, seed=ctx.seed)
     curves = ev["curves"]
-    fc = function_class(family)
+    fc = get_function(family, **s["task"])
     ylabel = "error rate (sign)" if ev["kind"] == "classification" else f"squared error / {ev['error_scale']:g}"
     error_by_points(curves, ctx.out / "plots" / "error_by_points.png", title=f"{family}, d = {d}: error against k",
                     ylabel=ylabel, marks={"k = d": d})
@@ -113,7 +113,7 @@ def run(ctx: Context) -> Outcome:
                 metrics[f"error.{label}.k{k}"] = v
     metrics.update(claim_metrics(family, curves, d))
     shift_results = {}
-    wanted = fc.shifts() if s["shifts"] == "all" else [x for x in s["shifts"] if x in function_class(family, **s["task"]).shifts()]
+    wanted = fc.shifts() if s["shifts"] == "all" else [x for x in s["shifts"] if x in fc.shifts()]
     for shift in wanted:
         r = evaluate_icl(run_dir, s["n_eval"], ["least-squares"], s["slow_n"], ks, shift=shift, seed=ctx.seed)
         shift_results[shift] = {lab: {str(k): at_k(c, k) for k in (d, 2 * d) if k < n_points} for lab, c in r["curves"].items()}
