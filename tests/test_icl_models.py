@@ -22,12 +22,13 @@ def test_interleave_is_gargs_layout():
         assert torch.equal(z[:, 2 * i + 1, 1:], torch.zeros(2, 3))
 
 
-@pytest.mark.parametrize("arch,position", [("transformer", "learned"), ("transformer", "rope"), ("transformer", "none"),
-                                           ("looped", "learned")])
-def test_prediction_i_reads_only_earlier_pairs_and_x_i(arch, position):
+@pytest.mark.parametrize("arch,position,canon,types", [
+    ("transformer", "learned", 0, False), ("transformer", "rope", 0, False), ("transformer", "none", 0, False),
+    ("transformer", "learned", 3, True), ("looped", "learned", 0, False), ("looped", "rope", 2, False)])
+def test_prediction_i_reads_only_earlier_pairs_and_x_i(arch, position, canon, types):
     torch.manual_seed(0)
     model = build_icl_model(ICLModelConfig(arch=arch, n_dims=3, n_layers=2, d_model=16, n_heads=2, position=position,
-                                           max_points=8, loops=3, loop_window=2)).eval()
+                                           max_points=8, loops=3, loop_window=2, canon=canon, token_types=types)).eval()
     xs, ys = torch.randn(2, 6, 3), torch.randn(2, 6)
     base = model(xs, ys)
     for i in range(6):

@@ -31,7 +31,6 @@ def _print_json(obj) -> None:
 def tasks(as_json: bool = typer.Option(False, "--json", help="one JSON object per line")):
     """List the registered tasks."""
     from seqlab.tasks import TASKS
-
     from seqlab.tasks.function_classes import FUNCTIONS
 
     width = max(map(len, [*TASKS, *FUNCTIONS]))
@@ -49,7 +48,8 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="one JSON object pe
         if as_json:
             _print_json({"name": name, "kind": "function", "description": cls().describe(), "config": knobs})
         else:
-            out.print(f"[bold]{name:{width}}[/bold] {cls().describe()}  [dim]in-context function class ({', '.join(knobs)})[/dim]")
+            tag = f"in-context function class ({', '.join(knobs)})"
+            out.print(f"[bold]{name:{width}}[/bold] {cls().describe()}  [dim]{tag}[/dim]")
 
 
 @app.command()
@@ -111,7 +111,8 @@ def sample(
         fc = get_function(task, **task_params)
         for i in range(n):
             rec = fc.sample_record(seed, split, i)
-            _print_json(rec) if as_json else out.print(f"{rec['prompt']} [bold green]{rec['target']}[/bold green]", highlight=False)
+            text = f"{rec['prompt']} [bold green]{rec['target']}[/bold green]"
+            _print_json(rec) if as_json else out.print(text, highlight=False)
         return
     for rec in sample_examples(task, task_params, fmt_overrides, n, seed, split):
         _print_json(rec) if as_json else out.print(f"{rec['prompt']}[bold green]{rec['target']}[/bold green]  [dim]{rec['meta']}[/dim]", highlight=False)

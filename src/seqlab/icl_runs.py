@@ -24,7 +24,7 @@ from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model
 from seqlab.models.linear_attention import LSAConfig
 from seqlab.runs import check_writable, git_commit, is_run_dir
 from seqlab.tasks.function_classes import FunctionClass, get_function
-from seqlab.train import Trainer, TrainConfig, pick_device
+from seqlab.train import TrainConfig, Trainer, pick_device
 from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
 
 

@@ -57,7 +57,8 @@ def write_run_report(path: Path) -> Path:
             parts.append(f"- last periodic exact match: {evals[-1]['eval_exact_match']:.4f} (step {evals[-1]['step']})\n")
         errors = [m for m in metrics if "eval_error" in m]  # an in-context learning run
         if errors:
-            parts.append(f"- last periodic error (mean over every prefix): {errors[-1]['eval_error']:.4f} (step {errors[-1]['step']})\n")
+            last = errors[-1]
+            parts.append(f"- last periodic error (mean over every prefix): {last['eval_error']:.4f} (step {last['step']})\n")
     for ev in sorted((path / "eval").glob("*.json")):
         data = read_json(ev)
         if "exact_match_by_length" in data:

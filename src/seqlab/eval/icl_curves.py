@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def bootstrap_interval(errors: np.ndarray, level: float = 0.9, n_boot: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_interval(errors: np.ndarray, level: float = 0.9, n_boot: int = 1000,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of the mean over prompts, per column: errors (n, k) -> (lo (k,), hi (k,)).
     NaN columns (a baseline not run at that k) stay NaN."""
     rng = np.random.default_rng(seed)

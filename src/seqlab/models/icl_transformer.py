@@ -43,6 +43,10 @@ class ICLModelConfig(Config):
     # LayerNorm(y * a) = sign(y) * LayerNorm(a) for a y token without one: the label's size is lost to
     # every attention layer until a bias or position embedding has grown to break the symmetry.
     token_types: bool = False
+    # Kernel size of a causal depthwise convolution over the embeddings ("canon layer", Allen-Zhu 2025);
+    # 0 = none (Garg's model). With 2, a y token sees its own x directly instead of waiting for an
+    # attention head to learn to look one token back, which is most of the plateau of early training.
+    canon: int = 0
     dropout: float = 0.0
     loops: int = 12  # looped: the number of loops b at the end of the loop curriculum
     loop_window: int = 12  # looped: the loss averages the last T loops (Yang et al. 2024)
@@ -52,6 +56,8 @@ class ICLModelConfig(Config):
         for k in ("n_dims", "n_layers", "d_model", "n_heads", "max_points", "loops", "loop_window"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive")
+        if self.canon < 0:
+            raise ValueError("canon must be >= 0 (0: no convolution)")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.position == "rope" and (self.d_model // self.n_heads) % 2:
@@ -79,6 +85,7 @@ class _VectorIO(nn.Module):
         self.read_in = nn.Linear(c.n_dims, c.d_model)
         self.pos_emb = nn.Embedding(2 * c.max_points, c.d_model) if c.position == "learned" else None
         self.type_emb = nn.Embedding(2, c.d_model) if c.token_types else None
+        self.canon = nn.Conv1d(c.d_model, c.d_model, c.canon, groups=c.d_model, bias=False) if c.canon else None
         self.norm = make_norm(c.norm, c.d_model)
         self.read_out = nn.Linear(c.d_model, 1)
 
@@ -88,6 +95,10 @@ class _VectorIO(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
+        if self.canon is not None:  # start as the identity on the current token plus a random look back
+            with torch.no_grad():
+                self.canon.weight.normal_(0.0, 0.5)
+                self.canon.weight[:, :, -1] = 1.0
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith(("proj.weight", "down.weight")):
                 nn.init.normal_(p, std=0.02 / (2 * n_layers) ** 0.5)
@@ -105,6 +116,8 @@ class _VectorIO(nn.Module):
             e = e + self.pos_emb(positions)
         if self.type_emb is not None:
             e = e + self.type_emb.weight.repeat(k, 1)[None]  # x, y, x, y, ...: (1, 2k, D)
+        if self.canon is not None:  # causal: left padding only, so token t mixes tokens t-K+1 .. t
+            e = self.canon(F.pad(e.transpose(1, 2), (self.canon.kernel_size[0] - 1, 0))).transpose(1, 2)
         head_dim = c.d_model // c.n_heads
         rope = rope_cos_sin(positions[:1], head_dim) if c.position == "rope" else None
         return e, SeqContext(positions=positions, rope=rope)

@@ -89,8 +89,9 @@ def run(ctx: Context) -> Outcome:
         config = resolve_icl_config({
             "task": {"name": "linear-regression", "n_dims": d, "n_points": n_points},
             "model": {"arch": "lsa", "n_layers": depth},
-            "train": {"steps": lsa["steps"], "batch_size": lsa["batch_size"], "lr": lsa["lr"], "warmup": min(200, lsa["steps"] // 10),
-                      "weight_decay": 0.0, "eval_every": max(1, lsa["steps"] // 4), "eval_n": 256, "log_every": max(1, lsa["steps"] // 20),
+            "train": {"steps": lsa["steps"], "batch_size": lsa["batch_size"], "lr": lsa["lr"],
+                      "warmup": min(200, lsa["steps"] // 10), "weight_decay": 0.0, "eval_every": max(1, lsa["steps"] // 4),
+                      "eval_n": 256, "log_every": max(1, lsa["steps"] // 20),
                       "checkpoint_every": max(1, lsa["steps"] // 4), "seed": ctx.seed}})
         summary = train_icl_run(ctx.run_dir(label), config, quiet=ctx.quiet)
         seconds += summary["train_seconds"] or 0.0
@@ -121,7 +122,8 @@ def report(ctx: Context, results: dict[str, Any]) -> str:
             + "## (1) One Newton-Schulz step as one linear self-attention layer\n\n"
             + f"Random SPD A (d = {c.get('dims', ['?'])[0]}..{c.get('dims', ['?'])[-1]}, {c.get('per_dim')} per d); one "
               "constructed layer against NumPy's X(2I - AX): largest absolute difference "
-            + f"{m['construction.max_abs_error_float32']:.2e} in float32, {m['construction.max_abs_error_float64']:.2e} in float64.\n\n"
+            + f"{m['construction.max_abs_error_float32']:.2e} in float32, "
+            + f"{m['construction.max_abs_error_float64']:.2e} in float64.\n\n"
             + "## (2) Trained linear self-attention against Newton-Schulz iterations\n\n"
             + "| depth / iterations | trained LSA | Newton-Schulz |\n|---:|---:|---:|\n" + rows
             + "\n\n![error by depth](plots/error_by_depth.png)\n")

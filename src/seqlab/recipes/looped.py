@@ -130,7 +130,8 @@ def report(ctx: Context, results: dict[str, Any]) -> str:
             for lab in ("standard", "looped")]
     ks = sorted({d, 2 * d}) if d else []
     by_loops = results.get("by_loops", [])
-    loops_line = ", ".join(f"{t}: {v:.4f}" for t, v in enumerate(by_loops, start=1) if t in (1, 2, 4, 8, 12, 16, 20, 24, 30, 36, 48, 60))
+    shown = (1, 2, 4, 8, 12, 16, 20, 24, 30, 36, 48, 60)
+    loops_line = ", ".join(f"{t}: {v:.4f}" for t, v in enumerate(by_loops, start=1) if t in shown)
     return (results_header(results, f"Looped transformer: {fam}")
             + "| model | parameters | train s | " + " | ".join(f"error at k = {k}" for k in ks) + " |\n"
             + "|---|---:|---:|" + "---:|" * len(ks) + "\n" + "\n".join(rows) + "\n\n"

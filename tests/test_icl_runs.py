@@ -1,0 +1,86 @@
+"""In-context learning runs through the CLI: train, resume exactly, evaluate against baselines, and
+bad input with one line and exit code 2."""
+
+import json
+import shutil
+
+from safetensors.torch import load_file
+
+ICL_TINY = ["task.name=linear-regression", "task.n_dims=3", "task.n_points=7", "model.n_layers=1", "model.d_model=16",
+            "model.n_heads=2", "model.max_points=7", "train.batch_size=8", "train.steps=12", "train.eval_every=4",
+            "train.eval_n=8", "train.log_every=2", "train.checkpoint_every=4", "train.keep_checkpoints=5",
+            "train.warmup=2", "train.threads=1"]
+
+
+def _metrics(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "train_seconds")} for r in rows]
+
+
+def test_train_then_resume_from_an_earlier_checkpoint_is_exact(cli, tmp_path):
+    ref = tmp_path / "ref"
+    code, _, err = cli("train", *ICL_TINY, "curriculum.points.start=3", "curriculum.points.end=7",
+                       "curriculum.points.interval=4", "--out", ref, "--quiet")
+    assert code == 0, err
+    assert any("eval_error" in r for r in _metrics(ref))
+    config = json.loads((ref / "config.json").read_text())
+    assert config["kind"] == "icl" and config["model"]["n_dims"] == 3  # the model reads the task's dims
+
+    killed = tmp_path / "killed"  # as if killed just after the step-4 checkpoint
+    shutil.copytree(ref, killed)
+    for step in (8, 12):
+        shutil.rmtree(killed / "checkpoints" / f"step_{step:08d}")
+    (killed / "checkpoints" / "latest.json").write_text(json.dumps({"step": 4, "dir": "step_00000004"}))
+    code, _, err = cli("train", "--out", killed, "--quiet")
+    assert code == 0, err
+    assert _metrics(killed) == _metrics(ref)
+    want = load_file(str(ref / "checkpoints" / "step_00000012" / "model.safetensors"))
+    got = load_file(str(killed / "checkpoints" / "step_00000012" / "model.safetensors"))
+    assert all((got[k] == want[k]).all() for k in want)
+
+    code, stdout, err = cli("eval", ref, "--lengths", "1,3,6", "--n", "20", "--baselines", "least-squares,averaging", "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert set(result["curves"]) == {"model", "least-squares", "averaging"}
+    assert result["curves"]["least-squares"]["mean"][6] < 1e-6  # noiseless, 6 >= d examples: exact
+    assert (ref / "eval" / "error_by_points.json").is_file()
+    code, _, err = cli("report", ref)
+    assert code == 0 and "error against" not in err
+    assert "| k |" in (ref / "report.md").read_text()
+
+
+def test_looped_and_lsa_runs_train(cli, tmp_path):
+    for arch, extra in (("looped", ["model.loops=3", "model.loop_window=2"]), ("lsa", [])):
+        transformer_only = ("model.d_model", "model.n_heads", "model.max_points")
+        args = [a for a in ICL_TINY if not a.startswith(transformer_only)] if arch == "lsa" else ICL_TINY
+        code, _, err = cli("train", *args, f"model.arch={arch}", *extra, "--out", tmp_path / arch, "--quiet")
+        assert code == 0, err
+
+
+def test_bad_icl_input_is_one_line_and_exit_2(cli, tmp_path):
+    cases = [
+        ["task.name=linear-regresion"],  # typo: did-you-mean
+        ["task.name=linear-regression", "task.n_dims=3", "model.n_dims=4"],
+        ["task.name=linear-regression", "model.n_layer=2"],
+        ["task.name=sparse-linear-regression", "task.n_dims=3", "task.sparsity=5"],
+        ["task.name=linear-regression", "task.n_points=50", "model.max_points=20"],
+    ]
+    for args in cases:
+        out = tmp_path / "x"
+        code, _, err = cli("train", *args, "--out", out)
+        assert code == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert not out.exists()
+
+
+def test_tasks_and_sample_list_function_classes(cli):
+    code, stdout, _ = cli("tasks", "--json")
+    kinds = {json.loads(line)["name"]: json.loads(line)["kind"] for line in stdout.splitlines()}
+    assert kinds["linear-regression"] == "function" and kinds["addition"] == "sequence"
+    code, stdout, _ = cli("sample", "linear-regression", "n_dims=2", "n_points=3", "--n", "2", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert len(rows) == 2 and len(rows[0]["meta"]["xs"]) == 3
+    w = rows[0]["meta"]["function"]["w"]
+    x, y = rows[0]["meta"]["xs"][0], rows[0]["meta"]["ys"][0]
+    assert abs(sum(a * b for a, b in zip(w, x)) - y) < 1e-4  # the label is w . x
