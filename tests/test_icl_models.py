@@ -103,3 +103,18 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_prompts():
     with_gaps = np.array([[1.0, np.nan, 3.0], [2.0, np.nan, 5.0]])
     curve = error_curve(with_gaps)
     assert curve["k"] == [0, 2] and at_k(curve, 2) == 4.0 and at_k(curve, 1) is None
+
+
+def test_lsa_scratch_coordinates_widen_tokens_and_never_read_the_hidden_label():
+    from seqlab.models.linear_attention import LSAConfig, LinearTransformer
+
+    torch.manual_seed(0)
+    model = LinearTransformer(LSAConfig(n_dims=3, n_layers=2, scratch=4, init_std=0.3))
+    assert model.n_params() == 2 * 2 * (4 + 3 + 1) ** 2  # W_KQ and W_PV per layer, on 8-wide tokens
+    xs, ys = torch.randn(2, 6, 3), torch.randn(2, 6)
+    hidden = ys.clone()
+    hidden[:, -1] += 9.0
+    assert torch.equal(model(xs, ys), model(xs, hidden))
+    earlier = ys.clone()
+    earlier[:, 0] += 9.0
+    assert not torch.allclose(model(xs, ys), model(xs, earlier))

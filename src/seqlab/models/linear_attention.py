@@ -66,12 +66,22 @@ class LSAConfig(Config):
     # close to the identity map, and Adam's step size does not shrink with the gradient.
     init_std: float = 0.02
     mask_query: bool = True  # keep the query token out of the keys and values (M above)
+    # Zero coordinates in front of each token, [0 (scratch); x; y], as in Giannou et al.'s code: room for
+    # the layers to write intermediate results (the Newton construction needs 4d of it).
+    scratch: int = 0
+    # Clamp every activation to [-clip, clip] after each layer (Giannou et al.'s code clips at 10): a
+    # stack of cubic layers is a polynomial of degree 3^depth, and one large prompt can blow it up.
+    clip: float | None = None
 
     @model_validator(mode="after")
     def _check(self):
         for k in ("n_dims", "n_layers", "n_heads"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive")
+        if self.scratch < 0:
+            raise ValueError("scratch must be >= 0")
+        if self.clip is not None and self.clip <= 0:
+            raise ValueError("clip must be positive (or none)")
         if self.init_std < 0:
             raise ValueError("init_std must be non-negative")
         return self
@@ -90,7 +100,7 @@ class LinearTransformer(nn.Module):
         super().__init__()
         c = self.config = config
         self.layers = nn.ModuleList(
-            LinearSelfAttention(c.n_dims + 1, c.n_heads, c.mask_query, c.init_std) for _ in range(c.n_layers)
+            LinearSelfAttention(c.scratch + c.n_dims + 1, c.n_heads, c.mask_query, c.init_std) for _ in range(c.n_layers)
         )
 
     def n_params(self) -> int:
@@ -99,14 +109,20 @@ class LinearTransformer(nn.Module):
     def _tokens(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         if xs.shape[-1] != self.config.n_dims:
             raise ValueError(f"prompts have {xs.shape[-1]} dims, the model reads {self.config.n_dims}")
-        return prompt_tokens(xs, ys)
+        z = prompt_tokens(xs, ys)  # (B, k, d+1)
+        if self.config.scratch:
+            z = torch.cat([z.new_zeros(*z.shape[:2], self.config.scratch), z], dim=2)  # (B, k, scratch+d+1)
+        return z
+
+    def _clip(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.config.clip is None else z.clamp(-self.config.clip, self.config.clip)
 
     def predictions_by_layer(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """(B, n_layers): the prediction read after each layer (to set beside steps of an algorithm)."""
         z = self._tokens(xs, ys)  # (B, k, d+1)
         preds = []
         for layer in self.layers:
-            z = layer(z)
+            z = self._clip(layer(z))
             preds.append(-z[:, -1, -1])
         return torch.stack(preds, dim=1)
 
@@ -116,7 +132,7 @@ class LinearTransformer(nn.Module):
         `loops` is accepted for the trainer's uniform call (xs, ys, loops) and ignored."""
         z = self._tokens(xs, ys)  # (B, k, d+1)
         for layer in self.layers:
-            z = layer(z)
+            z = self._clip(layer(z))
         return -z[:, -1, -1]  # von Oswald's sign: the query's y slot holds -y_hat
 
     def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None) -> torch.Tensor:

@@ -27,10 +27,12 @@ BUDGETS = {
               "lsa": {"n_dims": 3, "n_points": 8, "depths": [1, 2], "steps": 20, "batch_size": 32, "lr": 1e-2},
               "n_eval": 64},
     "cpu": {"construction": {"dims": list(range(2, 13)), "per_dim": 20},
-            "lsa": {"n_dims": 5, "n_points": 21, "depths": [1, 2, 3, 4, 5, 6], "steps": 4000, "batch_size": 256, "lr": 2e-3},
+            "lsa": {"n_dims": 5, "n_points": 21, "depths": [1, 2, 3, 4, 5, 6], "steps": 3000, "batch_size": 256, "lr": 4e-3,
+                    "clip": 10.0},
             "n_eval": 4000},
     "gpu": {"construction": {"dims": list(range(2, 21)), "per_dim": 50},  # Giannou et al.'s depth experiment scale
-            "lsa": {"n_dims": 10, "n_points": 51, "depths": [1, 2, 3, 4, 5, 6], "steps": 100000, "batch_size": 2000, "lr": 1e-4},
+            "lsa": {"n_dims": 10, "n_points": 51, "depths": [1, 2, 3, 4, 5, 6], "steps": 100000, "batch_size": 2000, "lr": 4e-4,
+                    "clip": 10.0},
             "n_eval": 5000},
 }
 
@@ -88,9 +90,11 @@ def run(ctx: Context) -> Outcome:
         label = f"lsa-depth{depth}"
         config = resolve_icl_config({
             "task": {"name": "linear-regression", "n_dims": d, "n_points": n_points},
-            "model": {"arch": "lsa", "n_layers": depth},
-            "train": {"steps": lsa["steps"], "batch_size": lsa["batch_size"], "lr": lsa["lr"],
-                      "warmup": min(200, lsa["steps"] // 10), "weight_decay": 0.0, "eval_every": max(1, lsa["steps"] // 4),
+            "model": {"arch": "lsa", "n_layers": depth, "clip": lsa.get("clip")},
+            # Each LSA layer is a cubic polynomial of its input, so a deep stack is a polynomial of degree
+            # 3^depth: the step size shrinks with depth, or training diverges (depth 5 does at 2e-3).
+            "train": {"steps": lsa["steps"], "batch_size": lsa["batch_size"], "lr": lsa["lr"] / depth,
+                      "warmup": min(500, lsa["steps"] // 5), "weight_decay": 0.0, "eval_every": max(1, lsa["steps"] // 4),
                       "eval_n": 256, "log_every": max(1, lsa["steps"] // 20),
                       "checkpoint_every": max(1, lsa["steps"] // 4), "seed": ctx.seed}})
         summary = train_icl_run(ctx.run_dir(label), config, quiet=ctx.quiet)
