@@ -46,16 +46,18 @@ def baseline_curves(fc: FunctionClass, xs: np.ndarray, ys: np.ndarray, names: li
 
 def evaluate_icl(run_dir: Path, n: int, baselines: list[str] = (), slow_n: int = 200, slow_ks: list[int] = (),
                  shift: str | None = None, loops: int | None = None, seed: int | None = None,
-                 label: str | None = None, device: str | None = None) -> dict[str, Any]:
-    """Error curves of the run's model (and of `baselines`) on n test prompts; writes eval/<label>.json."""
+                 label: str | None = None, device: str | None = None, n_points: int | None = None) -> dict[str, Any]:
+    """Error curves of the run's model (and of `baselines`) on n test prompts of `n_points` points (default:
+    the task's); writes eval/<label>.json."""
     config, fc, model = load_icl_run(run_dir, device)
     seed = config.train.seed if seed is None else seed
-    p = fc.prompts(seed, "test", 0, n, shift=shift)
+    p = fc.prompts(seed, "test", 0, n, shift=shift, n_points=n_points)
     curves = {"model": error_curve(score(fc, model_predictions(model, p.xs, p.ys, loops), p.ys), seed=seed)}
     base, skipped = baseline_curves(fc, p.xs, p.ys, list(baselines), slow_n, list(slow_ks), seed)
     curves.update(base)
     result = {"run_dir": str(run_dir), "task": fc.name, "n_dims": fc.config.n_dims, "n": n, "seed": seed,
-              "shift": shift, "loops": loops, "error_scale": fc.error_scale, "kind": fc.kind,
+              "shift": shift, "loops": loops, "n_points": p.xs.shape[1], "error_scale": fc.error_scale, "kind": fc.kind,
               "curves": curves, "skipped": skipped}
-    write_json(Path(run_dir) / "eval" / f"{label or 'error_by_points' + ('.' + shift if shift else '')}.json", result)
+    default = "error_by_points" + (f".{shift}" if shift else "") + (f".{n_points}" if n_points else "")
+    write_json(Path(run_dir) / "eval" / f"{label or default}.json", result)
     return result
