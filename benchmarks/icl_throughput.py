@@ -7,9 +7,11 @@ Garg's model (github.com/dtsip/in-context-learning, src/models.py, TransformerMo
 Face's GPT2Model (n_positions = 2 * points, dropout 0, no cache) fed `inputs_embeds` from a linear
 read-in of the interleaved x / [y, 0, ...] tokens, a linear read-out of the hidden state at the x
 positions; squared error over every prefix; Adam. seqlab's is `ICLTransformer` with learned
-positions, the same width, depth, heads and MLP (4x, GELU), the same data, loss and optimizer.
-A step is forward, loss, backward, optimizer step, zero_grad (data generation excluded: both read
-the same tensors). Rounds alternate the order; the numbers are medians over rounds.
+positions, the same width, depth, heads and MLP (4x, GELU), the same data and loss. Each trains as its
+own code does: Garg's step is torch Adam (defaults) without clipping (his train.py); seqlab's is the
+trainer's, AdamW from `make_optimizer` (foreach) with gradient clipping at 1.0. A step is forward,
+loss, backward, (clip,) optimizer step, zero_grad; data generation is excluded (both read the same
+tensors). Rounds alternate the order; the numbers are medians over rounds.
 
 Exit codes: 0 done; 2 bad input or transformers missing.
 """
@@ -27,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model, interleave
+from seqlab.train.config import TrainConfig
+from seqlab.train.trainer import make_optimizer
 
 
 class GargModel(nn.Module):
@@ -55,11 +59,13 @@ def parse_size(text: str) -> tuple[int, int, int]:
     return d_model, n_layers, n_heads
 
 
-def steps_per_second(model, opt, xs, ys, steps: int) -> float:
+def steps_per_second(model, opt, xs, ys, steps: int, clip: float | None = None) -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
         loss = model.loss(xs, ys)
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
     return steps / (time.perf_counter() - t0)
@@ -91,14 +97,16 @@ def main() -> int:
         ours = build_icl_model(ICLModelConfig(n_dims=a.dims, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
                                               max_points=a.points, position="learned"))
         garg = GargModel(a.dims, a.points, d_model, n_layers, n_heads)
-        opts = {"seqlab": torch.optim.Adam(ours.parameters(), lr=1e-4), "garg": torch.optim.Adam(garg.parameters(), lr=1e-4)}
+        train = TrainConfig(lr=1e-4, weight_decay=0.0)
+        opts = {"seqlab": make_optimizer(ours, train), "garg": torch.optim.Adam(garg.parameters(), lr=1e-4)}
+        clips = {"seqlab": train.grad_clip, "garg": None}
         models = {"seqlab": ours, "garg": garg}
         for name in models:  # warm-up
-            steps_per_second(models[name], opts[name], xs, ys, 2)
+            steps_per_second(models[name], opts[name], xs, ys, 2, clips[name])
         rates: dict[str, list[float]] = {"seqlab": [], "garg": []}
         for r in range(a.rounds):
             for name in (("seqlab", "garg") if r % 2 == 0 else ("garg", "seqlab")):
-                rates[name].append(steps_per_second(models[name], opts[name], xs, ys, a.steps))
+                rates[name].append(steps_per_second(models[name], opts[name], xs, ys, a.steps, clips[name]))
         med = {k: statistics.median(v) for k, v in rates.items()}
         rows.append({"size": text, "params_seqlab": sum(p.numel() for p in ours.parameters()),
                      "params_garg": sum(p.numel() for p in garg.parameters()),

@@ -52,12 +52,15 @@ def evaluate_icl(run_dir: Path, n: int, baselines: list[str] = (), slow_n: int =
     config, fc, model = load_icl_run(run_dir, device)
     seed = config.train.seed if seed is None else seed
     p = fc.prompts(seed, "test", 0, n, shift=shift, n_points=n_points)
-    curves = {"model": error_curve(score(fc, model_predictions(model, p.xs, p.ys, loops), p.ys), seed=seed)}
+    errors = score(fc, model_predictions(model, p.xs, p.ys, loops), p.ys)
+    curves = {"model": error_curve(errors, seed=seed)}
     base, skipped = baseline_curves(fc, p.xs, p.ys, list(baselines), slow_n, list(slow_ks), seed)
     curves.update(base)
+    # Slow baselines see only the first slow_n prompts: the model on those same prompts, to compare with.
+    subset = error_curve(errors[:slow_n], seed=seed) if any(map(is_slow, base)) and slow_n < n else None
     result = {"run_dir": str(run_dir), "task": fc.name, "n_dims": fc.config.n_dims, "n": n, "seed": seed,
               "shift": shift, "loops": loops, "n_points": p.xs.shape[1], "error_scale": fc.error_scale, "kind": fc.kind,
-              "curves": curves, "skipped": skipped}
+              "curves": curves, "skipped": skipped, "model_on_slow_prompts": subset, "slow_n": slow_n}
     default = "error_by_points" + (f".{shift}" if shift else "") + (f".{n_points}" if n_points else "")
     write_json(Path(run_dir) / "eval" / f"{label or default}.json", result)
     return result

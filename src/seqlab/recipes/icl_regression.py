@@ -28,7 +28,11 @@ LASSOS = ["lasso-1", "lasso-0.1", "lasso-0.01", "lasso-0.001"]
 FAMILIES: dict[str, dict[str, Any]] = {
     # 12,000 steps left the error at k = 1.5d at 0.09 (8.8 min); the claim asks for <= 0.05
     "linear-regression": {"baselines": ["least-squares", "3-nn", "averaging"], "at": {"cpu": {"train": {"steps": 20000}}}},
-    "sparse-linear-regression": {"baselines": ["least-squares", *LASSOS, "3-nn", "averaging"]},
+    # Sparsity only pays below k = d (least squares is exact from there), so at cpu every prefix of a
+    # prompt is in that range: with 31 points the model learned dense least squares (0.505 vs 0.483 at
+    # k = d/2; the best Lasso 0.228) in 12,000 steps.
+    "sparse-linear-regression": {"baselines": ["least-squares", *LASSOS, "3-nn", "averaging"],
+                                 "at": {"cpu": {"task": {"n_points": 11}, "train": {"steps": 20000}}}},
     "noisy-linear-regression": {"baselines": ["least-squares", "ridge", "3-nn", "averaging"]},
     "linear-classification": {"baselines": ["least-squares", "newton-logistic", "3-nn", "averaging"]},
     "logistic-regression": {"baselines": ["newton-logistic", "least-squares", "3-nn", "averaging"]},
@@ -116,7 +120,7 @@ def run(ctx: Context) -> Outcome:
             v = at_k(c, k)
             if v is not None:
                 metrics[f"error.{label}.k{k}"] = v
-    metrics.update(claim_metrics(family, curves, d))
+    metrics.update(claim_metrics(family, curves, d, ev["model_on_slow_prompts"]))
     shift_results = {}
     wanted = fc.shifts() if s["shifts"] == "all" else [x for x in s["shifts"] if x in fc.shifts()]
     for shift in wanted:
@@ -145,9 +149,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b <= 0 else a / b
 
 
-def claim_metrics(family: str, curves: dict[str, dict], d: int) -> dict[str, float | None]:
-    """The numbers the claims compare, from the measured curves."""
+def claim_metrics(family: str, curves: dict[str, dict], d: int, model_on_slow: dict | None = None) -> dict[str, float | None]:
+    """The numbers the claims compare, from the measured curves. Against a slow baseline (Lasso, a
+    tree), run on the first prompts only, the model is scored on those same prompts."""
     model, out = curves["model"], {}
+    slow_model = model_on_slow or model
     if family == "linear-regression":
         ls = curves["least-squares"]
         late = [m for k, m in zip(model["k"], model["mean"]) if k >= 1.5 * d]
@@ -158,9 +164,9 @@ def claim_metrics(family: str, curves: dict[str, dict], d: int) -> dict[str, flo
         k = d // 2
         lassos = [at_k(curves[n], k) for n in LASSOS if n in curves and at_k(curves[n], k) is not None]
         out["sparse.model_over_least_squares_at_d/2"] = _ratio(at_k(model, k), at_k(curves["least-squares"], k))
-        out["sparse.model_over_best_lasso_at_d/2"] = _ratio(at_k(model, k), min(lassos)) if lassos else None
+        out["sparse.model_over_best_lasso_at_d/2"] = _ratio(at_k(slow_model, k), min(lassos)) if lassos else None
     if family == "decision-tree" and "greedy-tree" in curves:
-        out["tree.model_over_greedy_tree_at_50"] = _ratio(at_k(model, 50), at_k(curves["greedy-tree"], 50))
+        out["tree.model_over_greedy_tree_at_50"] = _ratio(at_k(slow_model, 50), at_k(curves["greedy-tree"], 50))
     return out
 
 
