@@ -67,11 +67,12 @@ def _save(fig, path: Path) -> Path:
 
 def error_by_points(curves: dict[str, dict[str, list[float]]], path: Path, title: str = "",
                     ylabel: str = "squared error / scale", xlabel: str = "in-context examples k",
-                    marks: dict[str, float] | None = None, log: bool = False) -> Path:
+                    marks: dict[str, float] | None = None, log: bool = False, ymax: float | None = None) -> Path:
     """One line per model or baseline: mean error (y) against k (x), with its interval shaded.
 
     Each curve is {"k": [...], "mean": [...], "lo": [...], "hi": [...]}; `marks` draws labelled
-    vertical lines (k = d, say)."""
+    vertical lines (k = d, say); `ymax` cuts the axis (a baseline far worse than predicting 0 would
+    otherwise flatten every other curve, as Garg et al.'s plots cut it too)."""
     fig, ax = plt.subplots(figsize=(8.5, 4.2), dpi=120)
     for label, c in curves.items():
         line, = ax.plot(c["k"], c["mean"], marker="o", markersize=2.5, label=label)
@@ -82,6 +83,8 @@ def error_by_points(curves: dict[str, dict[str, list[float]]], path: Path, title
         ax.text(x, 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=8, color="grey", va="top")
     if log:
         ax.set_yscale("log")
+    if ymax is not None:
+        ax.set_ylim(0, ymax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

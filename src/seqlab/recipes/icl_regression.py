@@ -112,7 +112,7 @@ def run(ctx: Context) -> Outcome:
     fc = get_function(family, **s["task"])
     ylabel = "error rate (sign)" if ev["kind"] == "classification" else f"squared error / {ev['error_scale']:g}"
     error_by_points(curves, ctx.out / "plots" / "error_by_points.png", title=f"{family}, d = {d}: error against k",
-                    ylabel=ylabel, marks={"k = d": d})
+                    ylabel=ylabel, marks={"k = d": d}, ymax=1.5)
     metrics: dict[str, Any] = {"train_steps": summary["step"], "train_seconds": round(summary["train_seconds"] or 0, 1),
                                "n_params": summary["n_params"], "n_dims": d}
     for label, c in curves.items():
