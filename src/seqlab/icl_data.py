@@ -55,6 +55,16 @@ def garg_curriculum(n_dims: int, n_points: int, interval: int = 2000, dims_start
                       points=Ramp(start=min(points_start, n_points), end=n_points, inc=2, interval=interval))
 
 
+def curriculum_ramps(cur: dict | None, n_dims: int, n_points: int) -> dict:
+    """A recipe's curriculum settings ({"dims_start", "points_start", "interval", "points_inc"?}) as
+    the `curriculum` section of a run config: dims +1 and points +points_inc (2) every interval."""
+    if not cur:
+        return {}
+    return {"dims": {"start": min(cur["dims_start"], n_dims), "end": n_dims, "inc": 1, "interval": cur["interval"]},
+            "points": {"start": min(cur["points_start"], n_points), "end": n_points, "inc": cur.get("points_inc", 2),
+                       "interval": cur["interval"]}}
+
+
 @dataclass
 class PromptBatch:
     xs: torch.Tensor  # (B, k, d)

@@ -16,6 +16,7 @@ from typing import Any
 
 from seqlab.eval.icl_curves import at_k
 from seqlab.eval.plots import error_by_points
+from seqlab.icl_data import curriculum_ramps
 from seqlab.icl_eval import evaluate_icl
 from seqlab.icl_runs import resolve_icl_config, train_icl_run
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
@@ -83,12 +84,7 @@ def family_settings(family: str, budget: str) -> dict[str, Any]:
 
 def run_config(family: str, s: dict[str, Any], seed: int):
     d, n_points = s["task"]["n_dims"], s["task"]["n_points"]
-    cur = s.get("curriculum")
-    curriculum = {}
-    if cur:
-        curriculum = {"dims": {"start": min(cur["dims_start"], d), "end": d, "inc": 1, "interval": cur["interval"]},
-                      "points": {"start": min(cur["points_start"], n_points), "end": n_points,
-                                 "inc": cur.get("points_inc", 2), "interval": cur["interval"]}}
+    curriculum = curriculum_ramps(s.get("curriculum"), d, n_points)
     return resolve_icl_config({"task": {"name": family, **s["task"]}, "model": {**s["model"], "max_points": n_points},
                                "train": {**s["train"], "seed": seed}, "curriculum": curriculum})
 

@@ -17,6 +17,7 @@ import torch
 
 from seqlab.eval.icl_curves import at_k, error_curve
 from seqlab.eval.plots import error_by_points
+from seqlab.icl_data import curriculum_ramps
 from seqlab.icl_runs import load_icl_run, model_predictions, resolve_icl_config, score, train_icl_run
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.report import results_header
@@ -56,11 +57,7 @@ BUDGETS = {
 
 def model_config(family: str, s: dict[str, Any], seed: int, looped: bool):
     d, n_points = s["task"]["n_dims"], s["task"]["n_points"]
-    cur, curriculum = s.get("curriculum"), {}
-    if cur:
-        curriculum = {"dims": {"start": min(cur["dims_start"], d), "end": d, "inc": 1, "interval": cur["interval"]},
-                      "points": {"start": min(cur["points_start"], n_points), "end": n_points, "inc": 2,
-                                 "interval": cur["interval"]}}
+    curriculum = curriculum_ramps(s.get("curriculum"), d, n_points)
     model = {**(s["looped"] if looped else s["standard"]), "max_points": n_points}
     if looped:
         model["arch"] = "looped"
