@@ -106,7 +106,7 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_prompts():
 
 
 def test_lsa_scratch_coordinates_widen_tokens_and_never_read_the_hidden_label():
-    from seqlab.models.linear_attention import LSAConfig, LinearTransformer
+    from seqlab.models.linear_attention import LinearTransformer, LSAConfig
 
     torch.manual_seed(0)
     model = LinearTransformer(LSAConfig(n_dims=3, n_layers=2, scratch=4, init_std=0.3))

@@ -233,7 +233,8 @@ def test_bad_recipe_options_are_refused(tmp_path, args, message):
 
 
 def test_a_task_changes_the_budget_only_where_it_says():
-    from seqlab.recipes.self_improve import BUDGETS, TASKS, task_settings
+    from seqlab.recipes.base import task_settings
+    from seqlab.recipes.self_improve import BUDGETS, TASKS
 
     mul = task_settings(BUDGETS["cpu"], TASKS["multiplication"], "cpu")
     assert mul["start_top"] == 3 and mul["model"]["n_layers"] == 2 and mul["self_improve"]["rounds"] == 2

@@ -15,14 +15,13 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
-import seqlab
 from seqlab.configs import Config, apply_overrides, parse_config
 from seqlab.errors import BadInput
 from seqlab.icl_data import Curriculum, PromptStream
-from seqlab.io import read_json, write_json
+from seqlab.io import read_json
 from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model
 from seqlab.models.linear_attention import LSAConfig
-from seqlab.runs import check_writable, git_commit, is_run_dir
+from seqlab.runs import check_writable, is_run_dir, prepare_run, write_run_config
 from seqlab.tasks.function_classes import FunctionClass, get_function
 from seqlab.train import TrainConfig, Trainer, pick_device
 from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -123,32 +122,10 @@ def make_icl_evaluator(config: ICLRunConfig, fc: FunctionClass):
 
 
 # -- training -----------------------------------------------------------------------------------
-def _same_icl_run(old: ICLRunConfig, new: ICLRunConfig) -> str | None:
-    a, b = old.to_json(), new.to_json()
-    a["train"].pop("steps"), b["train"].pop("steps")
-    for section in a:
-        if a[section] != b[section]:
-            return f"{section} differs ({a[section]!r} there, {b[section]!r} here)"
-    return None
-
-
 def prepare_icl_run(out: Path, config: ICLRunConfig | None) -> ICLRunConfig:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"{out} exists and is not a directory")
-    if out.exists() and is_run_dir(out):
-        if not is_icl_run(out):
-            raise BadInput(f"{out} holds a token-model run, not an in-context learning run; choose a new --out")
-        stored = read_icl_config(out)
-        if config is None:
-            return stored
-        diff = _same_icl_run(stored, config)
-        if diff:
-            raise BadInput(f"{out} holds a different run ({diff}); choose a new --out")
-        return config
-    if out.exists() and any(out.iterdir()):
-        raise BadInput(f"{out} exists and is not a seqlab run directory; choose a new --out")
-    return config if config is not None else ICLRunConfig()
+    if Path(out).is_dir() and is_run_dir(out) and not is_icl_run(out):
+        raise BadInput(f"{out} holds a token-model run, not an in-context learning run; choose a new --out")
+    return prepare_run(out, config, read=read_icl_config, default=ICLRunConfig)
 
 
 def train_icl_run(out: Path, config: ICLRunConfig | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -165,11 +142,7 @@ def train_icl_run(out: Path, config: ICLRunConfig | None = None, quiet: bool = F
     trainer = Trainer(model, stream, config.train, out, make_icl_evaluator(config, fc), quiet=quiet)
     resumed = trainer.resume()
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"seqlab_version": seqlab.__version__, "git_commit": git_commit()}
-    if not resumed and not is_run_dir(out):
-        write_json(out / "config.json", {**config.to_json(), **meta})
-    elif config.train.steps != read_icl_config(out).train.steps:
-        write_json(out / "config.json", {**read_json(out / "config.json"), "train": config.train.to_json()})
+    write_run_config(out, config, resumed)
     t0 = time.perf_counter()
     final = trainer.fit() if not trainer.finished else {}
     return {"run_dir": str(out), "resumed": resumed, "step": trainer.step, "final_eval": final,

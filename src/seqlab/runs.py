@@ -122,24 +122,29 @@ def check_writable(path: Path) -> None:
         raise BadInput(f"cannot write to {probe_dir} ({e.strerror or e})") from None
 
 
-def _same_run(old: RunConfig, new: RunConfig) -> str | None:
+def _same_run(old, new) -> str | None:
     """The first difference that makes `new` a different experiment from `old` (train.steps may grow)."""
     a, b = old.to_json(), new.to_json()
     a["train"].pop("steps"), b["train"].pop("steps")
     for section in a:
+        if not isinstance(a[section], dict):  # a top-level value such as an ICL run's "kind"
+            if a[section] != b.get(section):
+                return f"{section}: {a[section]!r} there, {b.get(section)!r} here"
+            continue
         for k in sorted(set(a[section]) | set(b[section])):
             if a[section].get(k) != b[section].get(k):
                 return f"{section}.{k}: {a[section].get(k)!r} there, {b[section].get(k)!r} here"
     return None
 
 
-def prepare_run(out: Path, config: RunConfig | None) -> RunConfig:
-    """Check that `out` can hold this run; returns the config to train (the stored one on resume)."""
+def prepare_run(out: Path, config, read=read_run_config, default=RunConfig):
+    """Check that `out` can hold this run; returns the config to train (the stored one on resume).
+    `read` and `default` give another kind of run (in-context learning) the same checks."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out} exists and is not a directory")
     if out.exists() and is_run_dir(out):
-        stored = read_run_config(out)
+        stored = read(out)
         if config is None:
             return stored
         diff = _same_run(stored, config)
@@ -148,7 +153,15 @@ def prepare_run(out: Path, config: RunConfig | None) -> RunConfig:
         return config
     if out.exists() and any(out.iterdir()):
         raise BadInput(f"{out} exists and is not a seqlab run directory; choose a new --out")
-    return config if config is not None else RunConfig()
+    return config if config is not None else default()
+
+
+def write_run_config(out: Path, config, resumed: bool) -> None:
+    """config.json for a new run, or its train section again when a run resumes with more steps."""
+    if not resumed and not is_run_dir(out):
+        write_json(out / "config.json", {**config.to_json(), "seqlab_version": seqlab.__version__, "git_commit": git_commit()})
+    elif config.train.steps != read_json(out / "config.json")["train"]["steps"]:
+        write_json(out / "config.json", {**read_json(out / "config.json"), "train": config.train.to_json()})
 
 
 def make_evaluator(config: RunConfig, task, fmt, device):
@@ -183,10 +196,7 @@ def train_run(out: Path, config: RunConfig | None = None, quiet: bool = False) -
     trainer = Trainer(model, stream, config.train, out, make_evaluator(config, task, fmt, device), quiet=quiet)
     resumed = trainer.resume()  # reads (and checks) the checkpoint before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    if not resumed and not is_run_dir(out):
-        write_json(out / "config.json", {**config.to_json(), "seqlab_version": seqlab.__version__, "git_commit": git_commit()})
-    elif config.train.steps != read_run_config(out).train.steps:  # resuming with more steps
-        write_json(out / "config.json", {**read_json(out / "config.json"), "train": config.train.to_json()})
+    write_run_config(out, config, resumed)
     t0 = time.perf_counter()
     final = trainer.fit() if not trainer.finished else {}
     return {"run_dir": str(out), "resumed": resumed, "step": trainer.step, "final_eval": final,

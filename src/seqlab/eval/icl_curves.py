@@ -30,6 +30,11 @@ def error_curve(errors: np.ndarray, ks: list[int] | None = None, level: float = 
             "lo": [float(v) for v in lo], "hi": [float(v) for v in hi]}
 
 
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None where either was not measured or b is not positive."""
+    return None if a is None or b is None or b <= 0 else a / b
+
+
 def at_k(curve: dict[str, list], k: int) -> float | None:
     """The curve's mean error at k examples, or None where it was not measured."""
     return curve["mean"][curve["k"].index(k)] if k in curve["k"] else None

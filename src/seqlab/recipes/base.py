@@ -84,6 +84,15 @@ class Recipe:
     minutes: dict[str, float] = field(default_factory=dict)  # the time each budget is meant to take here
 
 
+def task_settings(budget_settings: dict[str, Any], spec: dict[str, Any], budget: str) -> dict[str, Any]:
+    """The budget's settings with the task's own changes at that budget (`spec["at"][budget]`) laid
+    over them, section by section."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in budget_settings.items()}
+    for k, v in spec.get("at", {}).get(budget, {}).items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) else v
+    return out
+
+
 RECIPES: dict[str, Recipe] = {}
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from seqlab.eval.icl_curves import at_k
+from seqlab.eval.icl_curves import at_k, ratio
 from seqlab.eval.plots import error_by_points
 from seqlab.icl_data import curriculum_ramps
 from seqlab.icl_eval import evaluate_icl
 from seqlab.icl_runs import resolve_icl_config, train_icl_run
-from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.recipes.self_improve import task_settings
+from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register, task_settings
 from seqlab.report import results_header
 from seqlab.tasks.function_classes import function_names, get_function, parse_shift
 
@@ -141,10 +140,6 @@ def shift_errors(run_dir, s: dict[str, Any], shift: str, ks: list[int], seed: in
     return {lab: {str(k): at_k(c, k) for k in ks} for lab, c in r["curves"].items()}
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b <= 0 else a / b
-
-
 def claim_metrics(family: str, curves: dict[str, dict], d: int, model_on_slow: dict | None = None) -> dict[str, float | None]:
     """The numbers the claims compare, from the measured curves. Against a slow baseline (Lasso, a
     tree), run on the first prompts only, the model is scored on those same prompts."""
@@ -159,10 +154,10 @@ def claim_metrics(family: str, curves: dict[str, dict], d: int, model_on_slow: d
     if family == "sparse-linear-regression":
         k = d // 2
         lassos = [at_k(curves[n], k) for n in LASSOS if n in curves and at_k(curves[n], k) is not None]
-        out["sparse.model_over_least_squares_at_d/2"] = _ratio(at_k(model, k), at_k(curves["least-squares"], k))
-        out["sparse.model_over_best_lasso_at_d/2"] = _ratio(at_k(slow_model, k), min(lassos)) if lassos else None
+        out["sparse.model_over_least_squares_at_d/2"] = ratio(at_k(model, k), at_k(curves["least-squares"], k))
+        out["sparse.model_over_best_lasso_at_d/2"] = ratio(at_k(slow_model, k), min(lassos)) if lassos else None
     if family == "decision-tree" and "greedy-tree" in curves:
-        out["tree.model_over_greedy_tree_at_50"] = _ratio(at_k(slow_model, 50), at_k(curves["greedy-tree"], 50))
+        out["tree.model_over_greedy_tree_at_50"] = ratio(at_k(slow_model, 50), at_k(curves["greedy-tree"], 50))
     return out
 
 

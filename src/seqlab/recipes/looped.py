@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqlab.eval.icl_curves import at_k, error_curve
+from seqlab.eval.icl_curves import at_k, error_curve, ratio
 from seqlab.eval.plots import error_by_points
 from seqlab.icl_data import curriculum_ramps
 from seqlab.icl_runs import load_icl_run, model_predictions, resolve_icl_config, score, train_icl_run
@@ -100,7 +100,7 @@ def run(ctx: Context) -> Outcome:
     metrics.update({
         "n_dims": d,
         "params_ratio": metrics["looped.n_params"] / metrics["standard.n_params"],
-        "error_ratio_at_2d": _ratio(metrics[f"looped.error.k{2 * d}"], metrics[f"standard.error.k{2 * d}"]),
+        "error_ratio_at_2d": ratio(metrics[f"looped.error.k{2 * d}"], metrics[f"standard.error.k{2 * d}"]),
         "looped.error_at_2d.trained_loops": by_loops[b - 1],
         "looped.error_at_2d.max_loops": by_loops[-1],
     })
@@ -112,10 +112,6 @@ def run(ctx: Context) -> Outcome:
                     log=True)
     return Outcome(metrics=metrics, runs=runs, artifacts=["plots/error_by_points.png", "plots/error_by_loops.png"],
                    extra={"curves": curves, "by_loops": by_loops, "trained_loops": b})
-
-
-def _ratio(a, b):
-    return None if a is None or b is None or b <= 0 else a / b
 
 
 def report(ctx: Context, results: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from seqlab.errors import BadInput
 from seqlab.eval.plots import accuracy_by_length, label_accuracy_by_round
-from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
+from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register, task_settings
 from seqlab.report import length_table, longest_at, results_header
 from seqlab.rounds import self_improve, train_models
 from seqlab.runs import resolve_config
@@ -88,15 +88,6 @@ BUDGETS = {
         "start_top": None,
     },
 }
-
-
-def task_settings(budget_settings: dict[str, Any], spec: dict[str, Any], budget: str) -> dict[str, Any]:
-    """The budget's settings with the task's own changes at that budget (`spec["at"][budget]`) laid
-    over them, section by section."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in budget_settings.items()}
-    for k, v in spec.get("at", {}).get(budget, {}).items():
-        out[k] = {**out[k], **v} if isinstance(v, dict) else v
-    return out
 
 
 def _run_config(ctx: Context, spec: dict[str, Any], s: dict[str, Any]):
