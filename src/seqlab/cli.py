@@ -32,8 +32,9 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="one JSON object pe
     """List the registered tasks."""
     from seqlab.tasks import TASKS
     from seqlab.tasks.function_classes import FUNCTIONS
+    from seqlab.tasks.token_base import TOKEN_TASKS
 
-    width = max(map(len, [*TASKS, *FUNCTIONS]))
+    width = max(map(len, [*TASKS, *FUNCTIONS, *TOKEN_TASKS]))
     for name in sorted(TASKS):
         cls = TASKS[name]
         knobs = sorted(cls.Config.model_fields)
@@ -50,6 +51,13 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="one JSON object pe
         else:
             tag = f"in-context function class ({', '.join(knobs)})"
             out.print(f"[bold]{name:{width}}[/bold] {cls().describe()}  [dim]{tag}[/dim]")
+    for name in sorted(TOKEN_TASKS):  # token ids over a task's own vocabulary, scored at chosen positions
+        cls = TOKEN_TASKS[name]
+        knobs = sorted(cls.Config.model_fields)
+        if as_json:
+            _print_json({"name": name, "kind": "token", "description": cls().describe(), "config": knobs})
+        else:
+            out.print(f"[bold]{name:{width}}[/bold] {cls().describe()}  [dim]token task ({', '.join(knobs)})[/dim]")
 
 
 @app.command()
@@ -104,7 +112,17 @@ def sample(
     if n < 0:
         raise BadInput("--n must be >= 0")
     from seqlab.tasks.function_classes import FUNCTIONS, get_function
+    from seqlab.tasks.token_base import TOKEN_TASKS, get_token_task
 
+    if task in TOKEN_TASKS:
+        if fmt_overrides:
+            raise BadInput(f"{task} is a token task: it writes token ids itself and has no text format")
+        tt = get_token_task(task, **task_params)
+        for i in range(n):
+            rec = tt.sample_record(seed, split, i)
+            text = f"{rec['prompt']}  [bold green]{rec['target']}[/bold green]"
+            _print_json(rec) if as_json else out.print(text, highlight=False)
+        return
     if task in FUNCTIONS:
         if fmt_overrides:
             raise BadInput(f"{task} is an in-context function class: it has no text format")
@@ -138,8 +156,11 @@ def train(
     from seqlab import runs
 
     base, overrides = _config_args(args)
-    if _is_icl(base, overrides, out_dir):
+    kind = _run_kind(base, overrides, out_dir)
+    if kind == "icl":
         return _train_icl(base, overrides, out_dir, quiet)
+    if kind == "token":
+        return _train_token(base, overrides, out_dir, quiet)
     config = runs.resolve_config(base, overrides) if (base is not None or overrides) else None
     summary = runs.train_run(out_dir, config, quiet=quiet)
     ev = summary["final_eval"]
@@ -149,17 +170,53 @@ def train(
     typer.echo(f"{msg}; run in {out_dir}", err=True)
 
 
-def _is_icl(base: dict | None, overrides: list[str], out_dir: Path) -> bool:
-    """Whether a train command is about an in-context function class (or resumes such a run)."""
+def _run_kind(base: dict | None, overrides: list[str], out_dir: Path) -> str:
+    """Which kind of run a train command is about: "icl" (an in-context function class), "token" (a
+    token task) or "text" (a task with a text format), from its task name or the run it resumes."""
     from seqlab.configs import apply_overrides
-    from seqlab.icl_runs import is_icl_run
+    from seqlab.runs import is_run_dir
     from seqlab.tasks.function_classes import FUNCTIONS
+    from seqlab.tasks.token_base import TOKEN_TASKS
 
     if base is None and not overrides:
-        return is_icl_run(out_dir)
+        return _stored_kind(out_dir) if is_run_dir(out_dir) else "text"
     task = apply_overrides(base or {}, list(overrides)).get("task", {})
     name = task if isinstance(task, str) else task.get("name") if isinstance(task, dict) else None
-    return name in FUNCTIONS
+    if name is None and is_run_dir(out_dir):  # a resume that changes other settings only
+        return _stored_kind(out_dir)
+    return "icl" if name in FUNCTIONS else "token" if name in TOKEN_TASKS else "text"
+
+
+def _stored_kind(run_dir: Path) -> str:
+    from seqlab.io import read_json
+
+    try:
+        return read_json(Path(run_dir) / "config.json").get("kind", "text")
+    except (OSError, ValueError, AttributeError):
+        return "text"
+
+
+def _train_token(base: dict | None, overrides: list[str], out_dir: Path, quiet: bool) -> None:
+    from seqlab import token_runs
+
+    config = token_runs.resolve_token_config(base, overrides) if (base is not None or overrides) else None
+    summary = token_runs.train_token_run(out_dir, config, quiet=quiet)
+    ev = summary["final_eval"]
+    msg = f"step {summary['step']}"
+    if ev:
+        msg += f", accuracy {ev['accuracy']:.4f} at the scored positions of {ev['n']} test sequences"
+    typer.echo(f"{msg}; run in {out_dir}", err=True)
+
+
+def _eval_token(run_dir: Path, n: int, seed: int | None, as_json: bool) -> None:
+    from seqlab.token_runs import evaluate_token_run
+
+    r = evaluate_token_run(run_dir, n, seed)
+    if as_json:
+        _print_json(r)
+        return
+    out.print(f"{r['task']}: accuracy {r['accuracy']:.4f} over {r['n_scored']} scored positions, "
+              f"exact match {r['exact_match']:.4f} over {r['n']} test sequences (eval/accuracy.json)")
 
 
 def _train_icl(base: dict | None, overrides: list[str], out_dir: Path, quiet: bool) -> None:
@@ -217,6 +274,10 @@ def eval_cmd(
         raise BadInput("--n must be at least 1")
     if is_icl_run(run_dir):
         return _eval_icl(run_dir, lengths, n, seed, baselines, as_json)
+    if _stored_kind(run_dir) == "token":
+        if lengths:
+            raise BadInput("--lengths applies to text tasks and in-context runs; a token-task run is scored as a whole")
+        return _eval_token(run_dir, n, seed, as_json)
     if lengths:
         lens = runs.parse_lengths(lengths)
     else:

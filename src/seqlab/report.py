@@ -59,6 +59,9 @@ def write_run_report(path: Path) -> Path:
         if errors:
             last = errors[-1]
             parts.append(f"- last periodic error (mean over every prefix): {last['eval_error']:.4f} (step {last['step']})\n")
+        accs = [m for m in metrics if "eval_accuracy" in m]  # a token-task run: accuracy at the scored positions
+        if accs:
+            parts.append(f"- last periodic accuracy (scored positions): {accs[-1]['eval_accuracy']:.4f} (step {accs[-1]['step']})\n")
     for ev in sorted((path / "eval").glob("*.json")):
         data = read_json(ev)
         if "exact_match_by_length" in data:
@@ -69,6 +72,10 @@ def write_run_report(path: Path) -> Path:
             parts.append(f"\n## Evaluation: {ev.stem} (n={data['n']} prompts, d={data['n_dims']})\n\n")
             curves = {label: dict(zip(c["k"], c["mean"])) for label, c in data["curves"].items()}
             parts.append(length_table(curves, sorted(curves["model"])).replace("| length |", "| k |", 1))
+        elif "accuracy" in data and "n_scored" in data:  # a token task
+            parts.append(f"\n## Evaluation: {ev.stem} (n={data['n']} sequences, {data['n_scored']} scored positions)\n\n"
+                         f"- accuracy: {data['accuracy']:.4f}\n- exact match (every scored position right): "
+                         f"{data['exact_match']:.4f}\n")
     for png in sorted((path / "plots").glob("*.png")):
         parts.append(f"\n![{png.stem}](plots/{png.name})\n")
     out = path / "report.md"

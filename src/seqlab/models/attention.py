@@ -31,6 +31,7 @@ class SeqContext:
     positions: torch.Tensor  # (B, L) index of each token in its sequence
     rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin: (B, 1, L, head_dim)
     pos_ids: torch.Tensor | None = None  # (B, L) the format's position ids (coupling_relative reads them)
+    key_mask: torch.Tensor | None = None  # (B, 1, 1, L) bool, True where a key may be read (encoder-only models)
 
 
 class KVCache:
@@ -108,6 +109,8 @@ class CausalSelfAttention(nn.Module):
             if bias is not None:  # a bias is part of the logit, so it scales too
                 bias = bias * scale
         mask, causal = None, past == 0 and L > 1
+        if ctx.key_mask is not None:  # an encoder-only model: every key of the sequence, both directions
+            mask, causal = ctx.key_mask, False
         if bias is not None:
             future = torch.arange(past + L, device=x.device)[None, :] > ctx.positions[0][:, None]  # (Lq, Lk)
             mask, causal = bias.to(q.dtype).masked_fill(future, float("-inf")), False

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from pydantic import model_validator
 
 from seqlab.configs import Config
-from seqlab.models.attention import CausalSelfAttention, SeqContext
+from seqlab.models.attention import SeqContext
 from seqlab.models.fused import swiglu
+from seqlab.models.mixers import make_mixer
 from seqlab.models.positions import rope_cos_sin
 
 POSITIONS = ("none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative")
@@ -37,6 +38,9 @@ POSITIONS = ("none", "learned", "rope", "alibi", "abacus", "coupling", "coupling
 FORMAT_POSITION_IDS = {"abacus": "abacus", "coupling": "coupled", "coupling_relative": "coupled"}
 # Schemes that look position ids up in a table of `max_positions` rows.
 TABLE_POSITIONS = ("learned", "abacus", "coupling")
+# The weights that write into the residual stream, initialised smaller with depth (GPT-2): attention's
+# output projection, the MLP's down projection, a mixer's out_proj (Mamba, linear attention).
+RESIDUAL_OUTPUTS = ("mixer.proj.weight", "mlp.down.weight", "out_proj.weight")
 
 
 class ModelConfig(Config):
@@ -45,7 +49,16 @@ class ModelConfig(Config):
     d_model: int = 128
     n_heads: int = 4
     d_mlp: int | None = None  # default 4 * d_model
-    mlp: Literal["gelu", "swiglu"] = "gelu"
+    mlp: Literal["gelu", "swiglu", "none"] = "gelu"  # none: blocks of a mixer alone (Mamba's own layout)
+    # The mixer of each layer: names from MIXERS, comma-separated, cycled over the layers
+    # ("mamba,attention" alternates). MambaFormer (Park et al. 2024): "mamba,attention,mamba,attention,...".
+    mixers: str = "attention"
+    d_state: int = 16  # mamba: state size per channel
+    d_conv: int = 4  # mamba: causal convolution width
+    expand: int = 2  # mamba: inner width / d_model
+    feature_map: Literal["identity", "elu", "taylor"] = "taylor"  # linear attention: the kernel's feature map
+    feature_dim: int = 16  # linear attention: query and key width per head before the feature map
+    window: int = 64  # sliding-window attention: keys seen per query (itself included)
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     position: Literal["none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative"] = "rope"
     max_positions: int = 1024  # size of the position table (learned, abacus, coupling)
@@ -65,11 +78,27 @@ class ModelConfig(Config):
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.position == "rope" and (self.d_model // self.n_heads) % 2:
             raise ValueError("rope needs an even head dimension")
+        for k in ("d_state", "d_conv", "expand", "feature_dim", "window"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be positive")
+        from seqlab.models.mixers import parse_mixers
+
+        names = parse_mixers(self.mixers)
+        if "sliding_window" in names and (self.position == "coupling_relative" or self.log_length_scale):
+            raise ValueError("sliding_window attention takes position none, learned, rope, alibi, abacus or coupling, "
+                             "without log_length_scale")
         return self
 
     @property
     def hidden(self) -> int:
         return self.d_mlp or 4 * self.d_model
+
+    def layer_mixers(self) -> list[str]:
+        """The mixer name of each layer."""
+        from seqlab.models.mixers import parse_mixers
+
+        pattern = parse_mixers(self.mixers)
+        return [pattern[i % len(pattern)] for i in range(self.n_layers)]
 
 
 def make_norm(kind: str, d: int) -> nn.Module:
@@ -99,11 +128,13 @@ class Block(nn.Module):
     def __init__(self, c: ModelConfig, mixer: nn.Module):
         super().__init__()
         self.norm1, self.mixer = make_norm(c.norm, c.d_model), mixer
-        self.norm2, self.mlp = make_norm(c.norm, c.d_model), MLP(c)
+        self.norm2, self.mlp = (make_norm(c.norm, c.d_model), MLP(c)) if c.mlp != "none" else (None, None)
         self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x, ctx: SeqContext, cache=None):
         x = x + self.drop(self.mixer(self.norm1(x), ctx, cache))
+        if self.mlp is None:
+            return x
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -114,18 +145,18 @@ class Decoder(nn.Module):
         self.vocab_size = vocab_size
         self.tok_emb = nn.Embedding(vocab_size, c.d_model)
         self.pos_emb = nn.Embedding(c.max_positions, c.d_model) if c.position in TABLE_POSITIONS else None
-        self.blocks = nn.ModuleList(
-            Block(c, CausalSelfAttention(c.d_model, c.n_heads, c.position, c.bias, c.dropout, c.relative_clip, c.log_length_scale))
-            for _ in range(c.n_layers)
-        )
+        self.blocks = nn.ModuleList(Block(c, make_mixer(name, c)) for name in c.layer_mixers())
         self.norm = make_norm(c.norm, c.d_model)
         self.head = nn.Linear(c.d_model, vocab_size, bias=False)
         if c.tie_embeddings:
             self.head.weight = self.tok_emb.weight
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
-            if name.endswith(("proj.weight", "down.weight")):
+            if name.endswith(RESIDUAL_OUTPUTS):
                 nn.init.normal_(p, std=0.02 / (2 * c.n_layers) ** 0.5)
+        for b in self.blocks:  # a mixer with an initialisation of its own (Mamba's dt and A) restores it
+            if hasattr(b.mixer, "reset_special_parameters"):
+                b.mixer.reset_special_parameters()
 
     @staticmethod
     def _init(m: nn.Module):
@@ -193,3 +224,9 @@ class Decoder(nn.Module):
                 tokens = torch.cat([tokens, nxt[:, None]], 1)
                 pos = torch.cat([pos, new_pos], 1)
         return out
+
+    def scored_logits(self, tokens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, V) and targets (N,) at the N positions whose target is not -100."""
+        logits = self(tokens)
+        keep = targets != -100
+        return logits[keep], targets[keep]

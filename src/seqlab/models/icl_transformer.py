@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from pydantic import model_validator
 
 from seqlab.configs import Config
-from seqlab.models.attention import CausalSelfAttention, SeqContext
-from seqlab.models.decoder import Block, ModelConfig, make_norm
+from seqlab.models.attention import SeqContext
+from seqlab.models.decoder import RESIDUAL_OUTPUTS, Block, ModelConfig, make_norm
+from seqlab.models.mixers import make_mixer
 from seqlab.models.positions import rope_cos_sin
 
 ICL_ARCHS = ("transformer", "looped")
@@ -35,7 +36,7 @@ class ICLModelConfig(Config):
     d_model: int = 128
     n_heads: int = 4
     d_mlp: int | None = None  # default 4 * d_model
-    mlp: Literal["gelu", "swiglu"] = "gelu"
+    mlp: Literal["gelu", "swiglu", "none"] = "gelu"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     position: Literal["learned", "none", "rope"] = "learned"  # Garg: GPT-2's learned positions
     max_points: int = 101  # the learned position table holds 2 * max_points tokens
@@ -47,6 +48,11 @@ class ICLModelConfig(Config):
     # 0 = none (Garg's model). With 2, a y token sees its own x directly instead of waiting for an
     # attention head to learn to look one token back, which is most of the plateau of early training.
     canon: int = 0
+    # The mixer of each layer, as the decoder's `mixers` ("attention", "mamba", "mamba,attention", ...):
+    # Park et al. 2024's Mamba and MambaFormer read the same prompts (with position="none").
+    mixers: str = "attention"
+    d_state: int = 16  # mamba layers: state size per channel
+    expand: int = 2  # mamba layers: inner width / d_model
     dropout: float = 0.0
     loops: int = 12  # looped: the number of loops b at the end of the loop curriculum
     loop_window: int = 12  # looped: the loss averages the last T loops (Yang et al. 2024)
@@ -66,7 +72,8 @@ class ICLModelConfig(Config):
 
     def block_config(self) -> ModelConfig:
         return ModelConfig(n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, d_mlp=self.d_mlp,
-                           mlp=self.mlp, norm=self.norm, position=self.position, dropout=self.dropout)
+                           mlp=self.mlp, norm=self.norm, position=self.position, dropout=self.dropout,
+                           mixers=self.mixers, d_state=self.d_state, expand=self.expand)
 
 
 def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -100,8 +107,11 @@ class _VectorIO(nn.Module):
                 self.canon.weight.normal_(0.0, 0.5)
                 self.canon.weight[:, :, -1] = 1.0
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
-            if name.endswith(("proj.weight", "down.weight")):
+            if name.endswith(RESIDUAL_OUTPUTS):
                 nn.init.normal_(p, std=0.02 / (2 * n_layers) ** 0.5)
+        for m in self.modules():  # a mixer with an initialisation of its own (Mamba's dt and A) restores it
+            if m is not self and hasattr(m, "reset_special_parameters"):
+                m.reset_special_parameters()
 
     def embed(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, SeqContext]:
         c = self.config
@@ -132,8 +142,7 @@ class _VectorIO(nn.Module):
 
 def _blocks(c: ICLModelConfig) -> nn.ModuleList:
     bc = c.block_config()
-    return nn.ModuleList(Block(bc, CausalSelfAttention(c.d_model, c.n_heads, c.position, False, c.dropout))
-                         for _ in range(c.n_layers))
+    return nn.ModuleList(Block(bc, make_mixer(name, bc)) for name in bc.layer_mixers())
 
 
 class ICLTransformer(_VectorIO):

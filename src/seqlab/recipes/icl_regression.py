@@ -44,7 +44,9 @@ FAMILIES: dict[str, dict[str, Any]] = {
                              "cpu": {"task": {"n_points": 61}, "curriculum": {"points_inc": 4}, "train": {"steps": 6000}},
                              "gpu": {"task": {"n_points": 101}}}},
     "sparse-parity": {"baselines": ["least-squares", "3-nn", "averaging"],
-                      "at": {"cpu": {"task": {"n_dims": 10, "n_points": 61}}, "gpu": {"task": {"n_dims": 10, "n_points": 141}}}},
+                      "at": {"cpu": {"task": {"n_dims": 10, "n_points": 61}, "curriculum": {"points_inc": 4},
+                                     "train": {"steps": 6000}},
+                             "gpu": {"task": {"n_dims": 10, "n_points": 141}}}},
 }
 
 BUDGETS = {

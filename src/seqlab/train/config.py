@@ -34,6 +34,9 @@ class TrainConfig(Config):
     eval_n: int = 256
     eval_length: int | None = None  # evaluate at this operand length (default: every training length alike)
     target_accuracy: float | None = None  # stop early once periodic evaluation reaches it
+    # What target_accuracy and best_eval read: a sequence's exact match, or the share of scored tokens
+    # right (multi-query recall asks one question per query and scores each, as Zoology does).
+    target_metric: Literal["exact_match", "accuracy"] = "exact_match"
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
 

@@ -153,22 +153,20 @@ class Trainer:
                 if self.evaluate is not None and (self.step % c.eval_every == 0 or self.step == c.steps):
                     last_eval = self.evaluate(self.model)
                     self.model.train()
-                    if "exact_match" in last_eval:
-                        record["eval_exact_match"] = last_eval["exact_match"]
-                        best = self.state["best_eval"]
-                        self.state["best_eval"] = max(best or 0.0, last_eval["exact_match"])
-                        if c.target_accuracy is not None and last_eval["exact_match"] >= c.target_accuracy:
+                    record.update({f"eval_{k}": v for k, v in last_eval.items() if isinstance(v, (int, float))})
+                    score = last_eval.get(c.target_metric)  # None for a regression evaluator
+                    if score is not None:
+                        self.state["best_eval"] = max(self.state["best_eval"] or 0.0, score)
+                        if c.target_accuracy is not None and score >= c.target_accuracy:
                             self.state["stopped_early"] = True
-                    else:  # a regression evaluator: log its numbers as they are
-                        record.update({f"eval_{k}": v for k, v in last_eval.items() if isinstance(v, (int, float))})
                     t_log = time.perf_counter()  # evaluation time is not training throughput
                 if record:
                     self._log({"step": self.step, **record, "train_seconds": round(self.state["train_seconds"], 3)})
                     info = f"loss {record['loss']:.4f}" if "loss" in record else ""
                     if "tokens_per_s" in record:
                         info += f"  {record['tokens_per_s']:,.0f} tok/s"
-                    if last_eval is not None and "exact_match" in last_eval:
-                        info += f"  acc {last_eval['exact_match']:.3f}"
+                    if last_eval is not None and c.target_metric in last_eval:
+                        info += f"  acc {last_eval[c.target_metric]:.3f}"
                     elif last_eval is not None and "error" in last_eval:
                         info += f"  err {last_eval['error']:.3f}"
                     bar.update(task_id, info=info)
