@@ -59,7 +59,7 @@ class EncoderNTP(Decoder):
         ends = torch.arange(L, device=tokens.device).repeat(B)
         return self.prefix_logits(tokens, rows, ends).view(B, L, -1)
 
-    def scored_logits(self, tokens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def scored_logits(self, tokens: torch.Tensor, targets: torch.Tensor, pos_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
         rows, ends = (targets != -100).nonzero(as_tuple=True)
         if len(rows) == 0:
             return tokens.new_zeros(0, self.vocab_size, dtype=torch.float), targets.new_zeros(0)

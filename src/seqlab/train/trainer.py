@@ -38,11 +38,16 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def make_optimizer(model: torch.nn.Module, c: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only: not on norms, biases, or attention bias tables
-    (`rel_bias`), whose large values are what keeps attention sharp on long inputs."""
+    """AdamW with weight decay on weight matrices only: not on norms, biases, attention bias tables
+    (`rel_bias`), whose large values are what keeps attention sharp on long inputs, or parameters marked
+    `_no_weight_decay` (Mamba's A_log and D: decaying A_log towards 0 would pull every decay rate to 1)."""
     named = list(model.named_parameters())
-    decay = [p for n, p in named if p.dim() >= 2 and not n.endswith("rel_bias")]
-    no_decay = [p for n, p in named if p.dim() < 2 or n.endswith("rel_bias")]
+
+    def decays(n: str, p: torch.nn.Parameter) -> bool:  # Mamba marks A_log and D, as mamba-ssm does
+        return p.dim() >= 2 and not n.endswith("rel_bias") and not getattr(p, "_no_weight_decay", False)
+
+    decay = [p for n, p in named if decays(n, p)]
+    no_decay = [p for n, p in named if not decays(n, p)]
     groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), foreach=True)
 
