@@ -91,3 +91,61 @@ def error_by_points(curves: dict[str, dict[str, list[float]]], path: Path, title
     ax.set_title(title)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
+
+
+def accuracy_by_state_size(points: dict[str, list[dict]], path: Path, title: str = "") -> Path:
+    """One line per mixer family: accuracy (y) against the state it keeps per sequence (x, log scale),
+    one point per width, as Zoology's Figure 2. Each point is {"state_size", "accuracy", "width"}."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.2), dpi=120)
+    for label, pts in points.items():
+        pts = sorted(pts, key=lambda p: p["state_size"])
+        xs = [max(p["state_size"], 1) for p in pts]
+        line, = ax.plot(xs, [p["accuracy"] for p in pts], marker="o", markersize=4, label=label)
+        for x, p in zip(xs, pts):
+            ax.annotate(f"d={p['width']}", (x, p["accuracy"]), textcoords="offset points", xytext=(3, -9), fontsize=6,
+                        color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("state size (numbers kept per sequence)")
+    ax.set_ylabel("MQAR accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def accuracy_by_step(curves: dict[str, dict[int, float]], path: Path, title: str = "", ylabel: str = "test accuracy") -> Path:
+    """One line per model: periodic test accuracy (y) against training step (x)."""
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=120)
+    for label, curve in curves.items():
+        xs = sorted(curve)
+        ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=3, label=label)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def accuracy_heatmap(grid: dict[str, dict[str, float]], path: Path, xlabel: str, ylabel: str, title: str = "") -> Path:
+    """A heatmap of accuracy: rows are grid's outer keys (y), columns its inner keys (x); missing cells blank."""
+    import numpy as np
+
+    rows = sorted(grid, key=int)
+    cols = sorted({c for cells in grid.values() for c in cells}, key=int)
+    values = np.full((len(rows), len(cols)), np.nan)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            if c in grid[r]:
+                values[i, j] = grid[r][c]
+    fig, ax = plt.subplots(figsize=(min(14, 2 + 0.45 * len(cols)), 1.2 + 0.45 * len(rows)), dpi=120)
+    im = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower")
+    ax.set_xticks(range(len(cols)), cols, fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="exact match")
+    return _save(fig, path)

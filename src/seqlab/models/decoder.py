@@ -59,6 +59,10 @@ class ModelConfig(Config):
     feature_map: Literal["identity", "elu", "taylor"] = "taylor"  # linear attention: the kernel's feature map
     feature_dim: int = 16  # linear attention: query and key width per head before the feature map
     window: int = 64  # sliding-window attention: keys seen per query (itself included)
+    # Kernel size of a causal depthwise convolution over the embeddings ("canon layer", Allen-Zhu 2025);
+    # 0 = none. With 2, each token carries the one before it from the first layer on, which is the
+    # previous-token head that recall (an induction head) otherwise has to learn first.
+    canon: int = 0
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     position: Literal["none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative"] = "rope"
     max_positions: int = 1024  # size of the position table (learned, abacus, coupling)
@@ -78,6 +82,8 @@ class ModelConfig(Config):
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.position == "rope" and (self.d_model // self.n_heads) % 2:
             raise ValueError("rope needs an even head dimension")
+        if self.canon < 0:
+            raise ValueError("canon must be >= 0 (0: no convolution)")
         for k in ("d_state", "d_conv", "expand", "feature_dim", "window"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive")
@@ -122,6 +128,35 @@ class MLP(nn.Module):
         return self.down(h)
 
 
+class CanonConv(nn.Module):
+    """A causal depthwise convolution of kernel K over the embeddings: token t mixes tokens t-K+1 .. t.
+    Initialised as the identity on the current token plus a small random look back."""
+
+    def __init__(self, d: int, kernel: int):
+        super().__init__()
+        self.conv = nn.Conv1d(d, d, kernel, groups=d, bias=False)
+        self.kernel = kernel
+        self.reset_special_parameters()
+
+    def reset_special_parameters(self):
+        with torch.no_grad():
+            self.conv.weight.normal_(0.0, 0.5)
+            self.conv.weight[:, :, -1] = 1.0
+
+    def init_cache(self) -> dict:
+        return {"past": None}  # (B, K-1, D) once a prompt has been read
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        B, L, D = x.shape
+        if cache is not None and cache["past"] is not None:
+            padded = torch.cat([cache["past"], x], 1)
+        else:
+            padded = F.pad(x, (0, 0, self.kernel - 1, 0))
+        if cache is not None:
+            cache["past"] = padded[:, -(self.kernel - 1):] if self.kernel > 1 else padded[:, :0]
+        return self.conv(padded.transpose(1, 2)).transpose(1, 2)
+
+
 class Block(nn.Module):
     """x + mixer(norm(x)), then x + mlp(norm(x))."""
 
@@ -145,6 +180,7 @@ class Decoder(nn.Module):
         self.vocab_size = vocab_size
         self.tok_emb = nn.Embedding(vocab_size, c.d_model)
         self.pos_emb = nn.Embedding(c.max_positions, c.d_model) if c.position in TABLE_POSITIONS else None
+        self.canon = CanonConv(c.d_model, c.canon) if c.canon else None
         self.blocks = nn.ModuleList(Block(c, make_mixer(name, c)) for name in c.layer_mixers())
         self.norm = make_norm(c.norm, c.d_model)
         self.head = nn.Linear(c.d_model, vocab_size, bias=False)
@@ -154,9 +190,9 @@ class Decoder(nn.Module):
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith(RESIDUAL_OUTPUTS):
                 nn.init.normal_(p, std=0.02 / (2 * c.n_layers) ** 0.5)
-        for b in self.blocks:  # a mixer with an initialisation of its own (Mamba's dt and A) restores it
-            if hasattr(b.mixer, "reset_special_parameters"):
-                b.mixer.reset_special_parameters()
+        for m in self.modules():  # a module with an initialisation of its own (Mamba's dt and A) restores it
+            if m is not self and hasattr(m, "reset_special_parameters"):
+                m.reset_special_parameters()
 
     @staticmethod
     def _init(m: nn.Module):
@@ -177,6 +213,8 @@ class Decoder(nn.Module):
         c = self.config
         positions = torch.arange(start, start + L, device=tokens.device)[None].expand(B, L)
         x = self.tok_emb(tokens)  # (B, L, D)
+        if self.canon is not None:  # decoding: caches[-1] holds the embeddings of the last canon - 1 tokens
+            x = self.canon(x, None if caches is None else caches[-1])
         ids = positions if pos_ids is None else pos_ids
         if self.pos_emb is not None:
             x = x + self.pos_emb(ids)
@@ -217,6 +255,8 @@ class Decoder(nn.Module):
         if use_cache:
             dtype = self.tok_emb.weight.dtype
             caches = [b.mixer.init_cache(B, Lp + max_new_tokens, prompt.device, dtype) for b in self.blocks]
+            if self.canon is not None:
+                caches.append(self.canon.init_cache())
             logits = self(prompt, prompt_pos, caches, start=0)
         for j in range(max_new_tokens):
             if not use_cache:
