@@ -5,8 +5,8 @@ must answer each query with its value. Attention looks the key up among the toke
 mixer (Mamba, linear attention) must already have written every pair into its fixed-size state, so its
 accuracy follows the state it keeps per sequence (Zoology's Figure 2). Two parts:
 
-1. `speed` and `default`: a 2-layer attention model of width 64 trained until 99% of the test queries are
-   right, at Zoology's vocabulary of 256 used for timing and at the task's default (8,192): the seconds
+1. `speed` and `default`: a 2-layer attention model of width 64 (with a width-2 convolution on its
+   embeddings, see CANON) trained until 99% of the test queries are right, at Zoology's vocabulary of 256 used for timing and at the task's default (8,192): the seconds
    that takes, training and periodic evaluation included.
 2. `grid`: every mixer family at several widths on a harder setting (more pairs in a longer sequence),
    accuracy against state size (numbers kept per sequence, `model.state_size(L)`), one plot.
@@ -52,7 +52,7 @@ BUDGETS = {
         "grid": {"task": {"vocab_size": 512, "input_seq_len": 128, "num_kv_pairs": 16}, "widths": [32, 64, 128],
                  "n_layers": 2},
         "train": {**_TRAIN, "steps": 5000, "eval_every": 100, "eval_n": 512},
-        "grid_steps": 2000, "n_test": 2000,
+        "grid_steps": 1500, "n_test": 2000,
     },
     "gpu": {  # Zoology's sweep: lengths up to 512, 64 pairs, widths 64-512
         "speed": {"task": {"vocab_size": 256, "input_seq_len": 64, "num_kv_pairs": 4},
@@ -66,8 +66,15 @@ BUDGETS = {
 }
 
 
+# Every model gets a width-2 causal convolution on its embeddings (`model.canon`), as Zoology's benchmark
+# gives every mixer a short convolution in its first layer: a token then carries the one before it, and a
+# query finds its value in one attention step. Measured here (attention, 2 x 64, vocabulary 256): 99.7% of
+# queries right after 500 steps with it; 22% after 2,800 steps without it, still on the plateau.
+CANON = 2
+
+
 def _config(task: dict[str, Any], model: dict[str, Any], train: dict[str, Any], seed: int):
-    return resolve_token_config({"task": {"name": "mqar", **task}, "model": {"position": "rope", **model},
+    return resolve_token_config({"task": {"name": "mqar", **task}, "model": {"position": "rope", "canon": CANON, **model},
                                  "train": {**train, "seed": seed}})
 
 
@@ -134,11 +141,11 @@ register(Recipe(
     description="multi-query associative recall: attention's time to 99%, and accuracy against state size per mixer",
     budgets=BUDGETS,
     claims=[
-        Claim("2-layer attention (width 64) reaches 99% on MQAR at the default setting", "Arora et al. 2023",
+        Claim("2-layer attention (width 64, canon 2) reaches 99% on MQAR at the default setting", "Arora et al. 2023",
               metric="default.accuracy", threshold=0.99),
         Claim("... within 10 minutes on this CPU (seconds, evaluation included)", "seqlab issue 5",
               metric="default.seconds", threshold=600, direction="at_most", budgets=("cpu",)),
-        Claim("2-layer attention (width 64, vocabulary 256) reaches 99% in half the 155 s of Zoology's code here",
+        Claim("2-layer attention (width 64, canon 2, vocabulary 256) reaches 99% in half the 155 s of Zoology's code here",
               "Zoology's code on this CPU: 155 s", metric="speed.seconds", threshold=77.5, paper_value=155.0,
               direction="at_most", budgets=("cpu",)),
         Claim("... and does reach 99% there", "Arora et al. 2023", metric="speed.accuracy", threshold=0.99),

@@ -175,3 +175,4 @@ class LogisticRegression(FunctionClass):
 
 
 from seqlab.tasks import function_nonlinear  # noqa: E402,F401  (registers the nonlinear families)
+from seqlab.tasks import function_park  # noqa: E402,F401  (registers Park et al. 2024's outlier and recall families)
