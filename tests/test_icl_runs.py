@@ -84,3 +84,26 @@ def test_tasks_and_sample_list_function_classes(cli):
     w = rows[0]["meta"]["function"]["w"]
     x, y = rows[0]["meta"]["xs"][0], rows[0]["meta"]["ys"][0]
     assert abs(sum(a * b for a, b in zip(w, x)) - y) < 1e-4  # the label is w . x
+
+
+def test_points_that_are_not_scored_are_left_out_of_loss_and_error(cli, tmp_path):
+    import numpy as np
+    import torch
+
+    from seqlab.icl_data import PromptStream
+    from seqlab.icl_runs import score
+    from seqlab.models.icl_transformer import masked_mse
+    from seqlab.tasks.function_classes import get_function
+
+    fc = get_function("many-outlier-regression", n_dims=3, n_points=12, outlier_prob=0.5)
+    batch = PromptStream(fc, 0, 6).batch(0)
+    assert batch.scored is not None and 0 < int(batch.scored.sum()) < batch.scored.numel()
+    preds = torch.randn_like(batch.ys)
+    keep = batch.scored
+    assert torch.allclose(masked_mse(preds, batch.ys, keep), ((preds - batch.ys)[keep] ** 2).mean())
+    err = score(fc, preds.numpy(), batch.ys.numpy(), keep.numpy())
+    assert np.isnan(err[~keep.numpy()]).all() and not np.isnan(err[keep.numpy()]).any()
+    args = [a for a in ICL_TINY if not a.startswith("task.")] + ["task.name=many-outlier-regression", "task.n_dims=3",
+                                                                "task.n_points=7"]
+    code, _, err_text = cli("train", *args, "--out", tmp_path / "park", "--quiet")
+    assert code == 0, err_text

@@ -70,12 +70,14 @@ class PromptBatch:
     xs: torch.Tensor  # (B, k, d)
     ys: torch.Tensor  # (B, k)
     loops: int | None = None  # looped models: loops to train this step with
+    scored: torch.Tensor | None = None  # (B, k) bool: the points the loss reads (Park's outliers are not); None: all
 
     def to(self, device) -> "PromptBatch":
-        return PromptBatch(self.xs.to(device, non_blocking=True), self.ys.to(device, non_blocking=True), self.loops)
+        scored = None if self.scored is None else self.scored.to(device, non_blocking=True)
+        return PromptBatch(self.xs.to(device, non_blocking=True), self.ys.to(device, non_blocking=True), self.loops, scored)
 
     def model_args(self) -> tuple:
-        return (self.xs, self.ys, self.loops)
+        return (self.xs, self.ys, self.loops, self.scored)
 
     @property
     def n_tokens(self) -> int:
@@ -93,4 +95,6 @@ class PromptStream(Stream):
         at = self.curriculum.at(step)
         p = self.fc.prompts(self.seed, "train", step * self.batch_size, self.batch_size,
                             n_points=at["n_points"], active_dims=at["active_dims"])
-        return PromptBatch(torch.from_numpy(p.xs), torch.from_numpy(p.ys), at["loops"])
+        scored = getattr(p, "scored", None)
+        return PromptBatch(torch.from_numpy(p.xs), torch.from_numpy(p.ys), at["loops"],
+                           None if scored is None else torch.from_numpy(scored))

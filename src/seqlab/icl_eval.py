@@ -27,7 +27,7 @@ def is_slow(name: str) -> bool:
 
 
 def baseline_curves(fc: FunctionClass, xs: np.ndarray, ys: np.ndarray, names: list[str], slow_n: int,
-                    slow_ks: list[int], seed: int = 0) -> tuple[dict[str, dict], dict[str, str]]:
+                    slow_ks: list[int], seed: int = 0, scored: np.ndarray | None = None) -> tuple[dict[str, dict], dict[str, str]]:
     """Error curves of each named baseline, and a note for each that was skipped (not installed)."""
     curves, skipped = {}, {}
     for name in names:
@@ -38,9 +38,9 @@ def baseline_curves(fc: FunctionClass, xs: np.ndarray, ys: np.ndarray, names: li
         if is_slow(name):
             ks = [k for k in slow_ks if k < xs.shape[1]]
             preds = run_baseline(name, xs[:slow_n], ys[:slow_n], prefixes=ks, seed=seed)
-            curves[name] = error_curve(score(fc, preds, ys[:slow_n]), seed=seed)
+            curves[name] = error_curve(score(fc, preds, ys[:slow_n], None if scored is None else scored[:slow_n]), seed=seed)
         else:
-            curves[name] = error_curve(score(fc, run_baseline(name, xs, ys, seed=seed), ys), seed=seed)
+            curves[name] = error_curve(score(fc, run_baseline(name, xs, ys, seed=seed), ys, scored), seed=seed)
     return curves, skipped
 
 
@@ -52,9 +52,10 @@ def evaluate_icl(run_dir: Path, n: int, baselines: list[str] = (), slow_n: int =
     config, fc, model = load_icl_run(run_dir, device)
     seed = config.train.seed if seed is None else seed
     p = fc.prompts(seed, "test", 0, n, shift=shift, n_points=n_points)
-    errors = score(fc, model_predictions(model, p.xs, p.ys, loops), p.ys)
+    scored = getattr(p, "scored", None)
+    errors = score(fc, model_predictions(model, p.xs, p.ys, loops), p.ys, scored)
     curves = {"model": error_curve(errors, seed=seed)}
-    base, skipped = baseline_curves(fc, p.xs, p.ys, list(baselines), slow_n, list(slow_ks), seed)
+    base, skipped = baseline_curves(fc, p.xs, p.ys, list(baselines), slow_n, list(slow_ks), seed, scored)
     curves.update(base)
     # Slow baselines see only the first slow_n prompts: the model on those same prompts, to compare with.
     subset = error_curve(errors[:slow_n], seed=seed) if any(map(is_slow, base)) and slow_n < n else None

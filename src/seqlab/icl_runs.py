@@ -87,14 +87,17 @@ def read_icl_config(run_dir: Path) -> ICLRunConfig:
 
 
 # -- scoring ------------------------------------------------------------------------------------
-def score(fc: FunctionClass, preds: np.ndarray, ys: np.ndarray) -> np.ndarray:
+def score(fc: FunctionClass, preds: np.ndarray, ys: np.ndarray, scored: np.ndarray | None = None) -> np.ndarray:
     """Per-prompt, per-k error: squared error / fc.error_scale for regression (Garg's normalisation,
-    so predicting 0 scores about 1), and 0/1 error of the sign for classification."""
+    so predicting 0 scores about 1), and 0/1 error of the sign for classification. Points outside
+    `scored` (Park's outliers, vector-mqar's context) are NaN: no mean reads them."""
     if preds.ndim == 1:  # a model that predicts the last point only (linear self-attention)
         preds = np.concatenate([np.full((len(ys), ys.shape[1] - 1), np.nan), preds[:, None]], axis=1)
     if fc.kind == "classification":
-        return np.where(np.isnan(preds), np.nan, (np.sign(preds) != np.sign(ys)).astype(np.float64))
-    return (preds.astype(np.float64) - ys) ** 2 / fc.error_scale
+        err = np.where(np.isnan(preds), np.nan, (np.sign(preds) != np.sign(ys)).astype(np.float64))
+    else:
+        err = (preds.astype(np.float64) - ys) ** 2 / fc.error_scale
+    return err if scored is None else np.where(scored[:, : err.shape[1]], err, np.nan)
 
 
 @torch.no_grad()
@@ -115,8 +118,8 @@ def make_icl_evaluator(config: ICLRunConfig, fc: FunctionClass):
     p = fc.prompts(config.train.seed, "test", 0, config.train.eval_n)
 
     def evaluate(model):
-        err = score(fc, model_predictions(model, p.xs, p.ys), p.ys)
-        return {"error": float(np.nanmean(err)), "error_last": float(err[:, -1].mean())}
+        err = score(fc, model_predictions(model, p.xs, p.ys), p.ys, getattr(p, "scored", None))
+        return {"error": float(np.nanmean(err)), "error_last": float(np.nanmean(err[:, -1]))}
 
     return evaluate
 

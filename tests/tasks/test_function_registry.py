@@ -11,9 +11,9 @@ from seqlab.errors import BadInput
 from seqlab.tasks import function_classes
 from seqlab.tasks.function_classes import FUNCTIONS, FunctionClass, FunctionConfig, Prompts, function_names, get_function
 
-NAMES = ["decision-tree", "linear-classification", "linear-regression", "logistic-regression",
-         "noisy-linear-regression", "quadratic-regression", "relu-2nn-regression", "sparse-linear-regression",
-         "sparse-parity"]
+NAMES = ["decision-tree", "linear-classification", "linear-regression", "logistic-regression", "many-outlier-regression",
+         "noisy-linear-regression", "orthogonal-outlier-regression", "quadratic-regression", "relu-2nn-regression",
+         "sparse-linear-regression", "sparse-parity", "vector-mqar"]
 
 
 def test_every_family_is_registered_and_described():

@@ -76,6 +76,14 @@ class ICLModelConfig(Config):
                            mixers=self.mixers, d_state=self.d_state, expand=self.expand)
 
 
+def masked_mse(preds: torch.Tensor, ys: torch.Tensor, scored: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over every point, or over the points where `scored` (B, k) is True."""
+    if scored is None:
+        return F.mse_loss(preds.float(), ys.float())
+    err = (preds.float() - ys.float()) ** 2
+    return (err * scored).sum() / scored.sum().clamp_min(1)
+
+
 def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     """(B, k, d), (B, k) -> (B, 2k, d): x_1, [y_1, 0..], x_2, [y_2, 0..], ... (Garg's _combine)."""
     B, k, d = xs.shape
@@ -158,9 +166,9 @@ class ICLTransformer(_VectorIO):
             h = block(h, ctx)
         return self.predict(h)
 
-    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None) -> torch.Tensor:
-        """Squared error averaged over every prefix (every x_i is a query)."""
-        return F.mse_loss(self(xs, ys).float(), ys.float())
+    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None, scored: torch.Tensor | None = None) -> torch.Tensor:
+        """Squared error averaged over every prefix (every x_i is a query), or over the `scored` ones."""
+        return masked_mse(self(xs, ys), ys, scored)
 
 
 class LoopedTransformer(_VectorIO):
@@ -184,11 +192,11 @@ class LoopedTransformer(_VectorIO):
     def forward(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None) -> torch.Tensor:
         return self.loop_outputs(xs, ys, loops or self.config.loops)[-1]
 
-    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None) -> torch.Tensor:
-        """Squared error averaged over every prefix and over the last `loop_window` loops."""
+    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None, scored: torch.Tensor | None = None) -> torch.Tensor:
+        """Squared error averaged over every (scored) prefix and over the last `loop_window` loops."""
         b = loops or self.config.loops
         outs = self.loop_outputs(xs, ys, b)[-self.config.loop_window:]
-        return torch.stack([F.mse_loss(o.float(), ys.float()) for o in outs]).mean()
+        return torch.stack([masked_mse(o, ys, scored) for o in outs]).mean()
 
 
 def build_icl_model(config):

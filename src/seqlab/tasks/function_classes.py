@@ -174,5 +174,4 @@ class LogisticRegression(FunctionClass):
         return 1.0
 
 
-from seqlab.tasks import function_nonlinear  # noqa: E402,F401  (registers the nonlinear families)
-from seqlab.tasks import function_park  # noqa: E402,F401  (registers Park et al. 2024's outlier and recall families)
+from seqlab.tasks import function_nonlinear, function_park  # noqa: E402,F401  (register the nonlinear and Park et al. families)
