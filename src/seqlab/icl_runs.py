@@ -119,7 +119,10 @@ def make_icl_evaluator(config: ICLRunConfig, fc: FunctionClass):
 
     def evaluate(model):
         err = score(fc, model_predictions(model, p.xs, p.ys), p.ys, getattr(p, "scored", None))
-        return {"error": float(np.nanmean(err)), "error_last": float(np.nanmean(err[:, -1]))}
+        out = {"error": float(np.nanmean(err))}
+        if not np.isnan(err[:, -1]).all():  # a last point that is never scored (an outlier) has no error
+            out["error_last"] = float(np.nanmean(err[:, -1]))
+        return out
 
     return evaluate
 
