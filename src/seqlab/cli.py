@@ -157,10 +157,8 @@ def train(
 
     base, overrides = _config_args(args)
     kind = _run_kind(base, overrides, out_dir)
-    if kind == "icl":
-        return _train_icl(base, overrides, out_dir, quiet)
-    if kind == "token":
-        return _train_token(base, overrides, out_dir, quiet)
+    if kind in ("icl", "token"):
+        return _train_kind(kind, base, overrides, out_dir, quiet)
     config = runs.resolve_config(base, overrides) if (base is not None or overrides) else None
     summary = runs.train_run(out_dir, config, quiet=quiet)
     ev = summary["final_eval"]
@@ -188,22 +186,26 @@ def _run_kind(base: dict | None, overrides: list[str], out_dir: Path) -> str:
 
 
 def _stored_kind(run_dir: Path) -> str:
-    from seqlab.io import read_json
+    from seqlab.runs import run_kind
 
-    try:
-        return read_json(Path(run_dir) / "config.json").get("kind", "text")
-    except (OSError, ValueError, AttributeError):
-        return "text"
+    return run_kind(run_dir) or "text"
 
 
-def _train_token(base: dict | None, overrides: list[str], out_dir: Path, quiet: bool) -> None:
-    from seqlab import token_runs
-
-    config = token_runs.resolve_token_config(base, overrides) if (base is not None or overrides) else None
-    summary = token_runs.train_token_run(out_dir, config, quiet=quiet)
+def _train_kind(kind: str, base: dict | None, overrides: list[str], out_dir: Path, quiet: bool) -> None:
+    """Train an in-context ("icl") or token-task ("token") run and print where it ended."""
+    if kind == "icl":
+        from seqlab.icl_runs import resolve_icl_config as resolve
+        from seqlab.icl_runs import train_icl_run as train_run
+    else:
+        from seqlab.token_runs import resolve_token_config as resolve
+        from seqlab.token_runs import train_token_run as train_run
+    config = resolve(base, overrides) if (base is not None or overrides) else None
+    summary = train_run(out_dir, config, quiet=quiet)
     ev = summary["final_eval"]
     msg = f"step {summary['step']}"
-    if ev:
+    if ev and kind == "icl":
+        msg += f", mean error {ev['error']:.4f} over every prefix of the test prompts"
+    elif ev:
         msg += f", accuracy {ev['accuracy']:.4f} at the scored positions of {ev['n']} test sequences"
     typer.echo(f"{msg}; run in {out_dir}", err=True)
 
@@ -217,18 +219,6 @@ def _eval_token(run_dir: Path, n: int, seed: int | None, as_json: bool) -> None:
         return
     out.print(f"{r['task']}: accuracy {r['accuracy']:.4f} over {r['n_scored']} scored positions, "
               f"exact match {r['exact_match']:.4f} over {r['n']} test sequences (eval/accuracy.json)")
-
-
-def _train_icl(base: dict | None, overrides: list[str], out_dir: Path, quiet: bool) -> None:
-    from seqlab import icl_runs
-
-    config = icl_runs.resolve_icl_config(base, overrides) if (base is not None or overrides) else None
-    summary = icl_runs.train_icl_run(out_dir, config, quiet=quiet)
-    ev = summary["final_eval"]
-    msg = f"step {summary['step']}"
-    if ev:
-        msg += f", mean error {ev['error']:.4f} over every prefix of the test prompts"
-    typer.echo(f"{msg}; run in {out_dir}", err=True)
 
 
 def _eval_icl(run_dir: Path, ks: str | None, n: int, seed: int | None, baselines: str, as_json: bool) -> None:

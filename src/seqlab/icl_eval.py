@@ -27,7 +27,8 @@ def is_slow(name: str) -> bool:
 
 
 def baseline_curves(fc: FunctionClass, xs: np.ndarray, ys: np.ndarray, names: list[str], slow_n: int,
-                    slow_ks: list[int], seed: int = 0, scored: np.ndarray | None = None) -> tuple[dict[str, dict], dict[str, str]]:
+                    slow_ks: list[int], seed: int = 0,
+                    scored: np.ndarray | None = None) -> tuple[dict[str, dict], dict[str, str]]:
     """Error curves of each named baseline, and a note for each that was skipped (not installed)."""
     curves, skipped = {}, {}
     for name in names:

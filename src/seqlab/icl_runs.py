@@ -18,10 +18,9 @@ from pydantic import Field, field_validator, model_validator
 from seqlab.configs import Config, apply_overrides, parse_config
 from seqlab.errors import BadInput
 from seqlab.icl_data import Curriculum, PromptStream
-from seqlab.io import read_json
 from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model
 from seqlab.models.linear_attention import LSAConfig
-from seqlab.runs import check_writable, is_run_dir, prepare_run, write_run_config
+from seqlab.runs import check_writable, is_run_dir, prepare_run, read_config_as, run_kind, write_run_config
 from seqlab.tasks.function_classes import FunctionClass, get_function
 from seqlab.train import TrainConfig, Trainer, pick_device
 from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -75,15 +74,11 @@ def resolve_icl_config(base: dict[str, Any] | None = None, overrides: list[str] 
 
 
 def is_icl_run(run_dir: Path) -> bool:
-    try:
-        return is_run_dir(run_dir) and read_json(Path(run_dir) / "config.json").get("kind") == "icl"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return run_kind(run_dir) == "icl"
 
 
 def read_icl_config(run_dir: Path) -> ICLRunConfig:
-    data = read_json(Path(run_dir) / "config.json")
-    return parse_config(ICLRunConfig, {k: v for k, v in data.items() if k not in ("seqlab_version", "git_commit")})
+    return read_config_as(run_dir, ICLRunConfig)
 
 
 # -- scoring ------------------------------------------------------------------------------------

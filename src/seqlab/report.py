@@ -61,7 +61,8 @@ def write_run_report(path: Path) -> Path:
             parts.append(f"- last periodic error (mean over every prefix): {last['eval_error']:.4f} (step {last['step']})\n")
         accs = [m for m in metrics if "eval_accuracy" in m]  # a token-task run: accuracy at the scored positions
         if accs:
-            parts.append(f"- last periodic accuracy (scored positions): {accs[-1]['eval_accuracy']:.4f} (step {accs[-1]['step']})\n")
+            last = accs[-1]
+            parts.append(f"- last periodic accuracy (scored positions): {last['eval_accuracy']:.4f} (step {last['step']})\n")
     for ev in sorted((path / "eval").glob("*.json")):
         data = read_json(ev)
         if "exact_match_by_length" in data:

@@ -92,6 +92,22 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
+def run_kind(run_dir: Path) -> str | None:
+    """The kind a run directory's config.json declares: "icl", "token" or "text" (no kind: a text-task
+    run); None where there is no readable config."""
+    try:
+        data = read_json(Path(run_dir) / "config.json")
+    except (OSError, ValueError):
+        return None
+    return data.get("kind", "text") if isinstance(data, dict) else None
+
+
+def read_config_as(run_dir: Path, cls):
+    """config.json of a run as `cls` (the seqlab version and commit stripped)."""
+    data = read_json(Path(run_dir) / "config.json")
+    return parse_config(cls, {k: v for k, v in data.items() if k not in CONFIG_META_KEYS})
+
+
 def read_run_config(run_dir: Path) -> RunConfig:
     run_dir = Path(run_dir)
     if not run_dir.exists():

@@ -23,7 +23,7 @@ from seqlab.errors import BadInput
 from seqlab.io import read_json
 from seqlab.models import ModelConfig, build, check_arch
 from seqlab.models.decoder import TABLE_POSITIONS
-from seqlab.runs import check_writable, is_run_dir, prepare_run, write_run_config
+from seqlab.runs import check_writable, is_run_dir, prepare_run, read_config_as, run_kind, write_run_config
 from seqlab.tasks.token_base import TokenTask, get_token_task
 from seqlab.train import TrainConfig, Trainer, pick_device
 from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -62,15 +62,11 @@ def resolve_token_config(base: dict[str, Any] | None = None, overrides: list[str
 
 
 def is_token_run(run_dir: Path) -> bool:
-    try:
-        return is_run_dir(run_dir) and read_json(Path(run_dir) / "config.json").get("kind") == "token"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return run_kind(run_dir) == "token"
 
 
 def read_token_config(run_dir: Path) -> TokenRunConfig:
-    data = read_json(Path(run_dir) / "config.json")
-    return parse_config(TokenRunConfig, {k: v for k, v in data.items() if k not in ("seqlab_version", "git_commit")})
+    return read_config_as(run_dir, TokenRunConfig)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -183,7 +179,8 @@ def load_token_run(run_dir: Path, device: str | None = None):
     return config, task, model.to(pick_device(device or config.train.device)).eval()
 
 
-def evaluate_token_run(run_dir: Path, n: int, seed: int | None = None, task_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_token_run(run_dir: Path, n: int, seed: int | None = None,
+                       task_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Accuracy of a trained run on n test examples, optionally of a changed task (more key-value
     pairs, a longer sequence) to test generalisation; also written to eval/accuracy.json."""
     from seqlab.io import write_json
@@ -195,6 +192,7 @@ def evaluate_token_run(run_dir: Path, n: int, seed: int | None = None, task_over
     tokens, targets = task.batch(seed, "test", 0, n)
     if task.vocab_size > model.vocab_size:
         raise BadInput(f"the task now needs {task.vocab_size} token ids; the model reads {model.vocab_size}")
-    result = {"task": config.task["name"], "task_config": task.config.to_json(), "seed": seed, **score_tokens(model, tokens, targets)}
+    result = {"task": config.task["name"], "task_config": task.config.to_json(), "seed": seed,
+              **score_tokens(model, tokens, targets)}
     write_json(Path(run_dir) / "eval" / "accuracy.json", result)
     return result

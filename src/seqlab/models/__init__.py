@@ -17,7 +17,8 @@ from seqlab.models.mixers import MIXERS
 
 MODELS = {"decoder": Decoder, "encoder": EncoderNTP}
 DESCRIPTIONS = {
-    "decoder": "decoder-only backbone; mixers per layer (model.mixers): " + ", ".join(MIXERS) + "; positions: " + ", ".join(POSITIONS),
+    "decoder": "decoder-only backbone; mixers per layer (model.mixers): " + ", ".join(MIXERS)
+               + "; positions: " + ", ".join(POSITIONS),
     "encoder": "encoder-only next-token prediction: a bidirectional pass over each prefix (Ewer et al. 2025)",
     # Models of vector-valued prompts (in-context function classes), chosen with model.arch in an ICL run.
     "transformer": "in-context learner: read-in, decoder blocks, read-out at each x (Garg et al. 2022)",

@@ -166,7 +166,8 @@ class ICLTransformer(_VectorIO):
             h = block(h, ctx)
         return self.predict(h)
 
-    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None, scored: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None,
+             scored: torch.Tensor | None = None) -> torch.Tensor:
         """Squared error averaged over every prefix (every x_i is a query), or over the `scored` ones."""
         return masked_mse(self(xs, ys), ys, scored)
 
@@ -192,7 +193,8 @@ class LoopedTransformer(_VectorIO):
     def forward(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None) -> torch.Tensor:
         return self.loop_outputs(xs, ys, loops or self.config.loops)[-1]
 
-    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None, scored: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None,
+             scored: torch.Tensor | None = None) -> torch.Tensor:
         """Squared error averaged over every (scored) prefix and over the last `loop_window` loops."""
         b = loops or self.config.loops
         outs = self.loop_outputs(xs, ys, b)[-self.config.loop_window:]

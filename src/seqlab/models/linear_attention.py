@@ -135,7 +135,8 @@ class LinearTransformer(nn.Module):
             z = self._clip(layer(z))
         return -z[:, -1, -1]  # von Oswald's sign: the query's y slot holds -y_hat
 
-    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None, scored: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None,
+             scored: torch.Tensor | None = None) -> torch.Tensor:
         """Mean squared error of the prediction of the last point (of prompts whose last point is scored)."""
         if scored is None:
             return F.mse_loss(self(xs, ys).float(), ys[:, -1].float())

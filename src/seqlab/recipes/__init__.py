@@ -1,6 +1,8 @@
 """Recipes: one module per reproduced result, each a spec (paper, claims, budgets) plus a run."""
 
 from seqlab.recipes.base import RECIPES, Claim, Recipe, get_recipe, run_recipe
-from seqlab.recipes import addition, entp, icl_newton, icl_regression, length_generalization, looped, mambaformer, mqar, needles, self_improve  # noqa: F401  (registers)
+from seqlab.recipes import (  # noqa: F401  (registers the recipes)
+    addition, entp, icl_newton, icl_regression, length_generalization, looped, mambaformer, mqar, needles, self_improve,
+)
 
 __all__ = ["RECIPES", "Claim", "Recipe", "get_recipe", "run_recipe"]

@@ -48,21 +48,25 @@ def run(ctx: Context) -> Outcome:
     metrics: dict[str, Any] = {}
     curves: dict[str, dict[int, float]] = {}
     for arch in ("decoder", "encoder"):
-        config = resolve_token_config({"task": {"name": "count3", **s["task"]}, "model": {"arch": arch, "position": "rope", **s["model"]},
+        config = resolve_token_config({"task": {"name": "count3", **s["task"]},
+                                       "model": {"arch": arch, "position": "rope", **s["model"]},
                                        "train": {**s["train"], "seed": ctx.seed}})
         run_dir = ctx.run_dir(arch)
         summary = train_token_run(run_dir, config, quiet=ctx.quiet)
         ev = evaluate_token_run(run_dir, s["n_test"])
         metrics.update({f"{arch}.accuracy": ev["accuracy"], f"{arch}.exact_match": ev["exact_match"],
-                        f"{arch}.train_seconds": round(summary["train_seconds"] or 0.0, 1), f"{arch}.n_params": summary["n_params"],
+                        f"{arch}.train_seconds": round(summary["train_seconds"] or 0.0, 1),
+                        f"{arch}.n_params": summary["n_params"],
                         f"{arch}.steps": summary["step"]})
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
         curves[arch] = {r["step"]: r["eval_accuracy"] for r in rows if "eval_accuracy" in r}
-    metrics["encoder_over_decoder_train_time"] = round(metrics["encoder.train_seconds"] / max(metrics["decoder.train_seconds"], 1e-9), 2)
+    metrics["encoder_over_decoder_train_time"] = round(
+        metrics["encoder.train_seconds"] / max(metrics["decoder.train_seconds"], 1e-9), 2)
     metrics["equal_parameters"] = metrics["encoder.n_params"] == metrics["decoder.n_params"]
     accuracy_by_step(curves, ctx.out / "plots" / "accuracy_by_step.png", title=f"Count3, length {s['task']['length']}")
     return Outcome(metrics=metrics, runs={"decoder": "runs/decoder", "encoder": "runs/encoder"},
-                   artifacts=["plots/accuracy_by_step.png"], extra={"curves": {k: {str(a): b for a, b in v.items()} for k, v in curves.items()}})
+                   artifacts=["plots/accuracy_by_step.png"],
+                   extra={"curves": {k: {str(a): b for a, b in v.items()} for k, v in curves.items()}})
 
 
 def report(ctx: Context, results: dict[str, Any]) -> str:
@@ -72,7 +76,8 @@ def report(ctx: Context, results: dict[str, Any]) -> str:
     return (results_header(results, "ENTP: Triplet-Counting, decoder against encoder-only")
             + "| model | parameters | steps | training seconds | accuracy (scored tokens) | exact match (sequences) |\n"
             + "|---|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\n"
-            + f"The encoder's training took {m.get('encoder_over_decoder_train_time')}x the decoder's time for the same steps.\n\n"
+            + f"The encoder's training took {m.get('encoder_over_decoder_train_time')}x the decoder's time "
+            + "for the same steps.\n\n"
             + "![accuracy by step](plots/accuracy_by_step.png)\n")
 
 

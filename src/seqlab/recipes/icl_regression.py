@@ -45,7 +45,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
                              "gpu": {"task": {"n_points": 101}}}},
     # Park et al. 2024's outlier regressions: outliers sit in the context and are not scored.
     "many-outlier-regression": {"baselines": ["least-squares", "3-nn", "averaging"],
-                                "at": {"cpu": {"task": {"n_points": 61}, "curriculum": {"points_inc": 4}, "train": {"steps": 6000}}}},
+                                "at": {"cpu": {"task": {"n_points": 61}, "curriculum": {"points_inc": 4},
+                                               "train": {"steps": 6000}}}},
     "orthogonal-outlier-regression": {"baselines": ["least-squares", "3-nn", "averaging"]},
     "vector-mqar": {"baselines": ["3-nn", "averaging"],
                     "at": {"smoke": {"task": {"n_pairs": 4, "n_points": 11}}, "cpu": {"task": {"n_pairs": 15, "n_points": 31}}}},

@@ -100,7 +100,8 @@ def report(ctx: Context, results: dict[str, Any]) -> str:
         lines.append(f"| {task} | {row['measure']} | " + " | ".join(
             "—" if row.get(m) is None else f"{row[m]:.4f}" for m in MODELS) + " |")
     m = results["metrics"]
-    lines.append("\nParameters: " + "; ".join(f"{lab} {m.get(f'linear-regression.{lab}.n_params', 0):,}" for lab in MODELS) + ".\n")
+    params = "; ".join(f"{lab} {m.get(f'linear-regression.{lab}.n_params', 0):,}" for lab in MODELS)
+    lines.append(f"\nParameters: {params}.\n")
     return "\n".join(lines)
 
 

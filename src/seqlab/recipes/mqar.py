@@ -6,8 +6,9 @@ mixer (Mamba, linear attention) must already have written every pair into its fi
 accuracy follows the state it keeps per sequence (Zoology's Figure 2). Two parts:
 
 1. `speed` and `default`: a 2-layer attention model of width 64 (with a width-2 convolution on its
-   embeddings, see CANON) trained until 99% of the test queries are right, at Zoology's vocabulary of 256 used for timing and at the task's default (8,192): the seconds
-   that takes, training and periodic evaluation included.
+   embeddings, see CANON) trained until 99% of the test queries are right, at the vocabulary of 256
+   used for timing Zoology's code and at the task's default (8,192): the seconds that takes, training
+   and periodic evaluation included.
 2. `grid`: every mixer family at several widths on a harder setting (more pairs in a longer sequence),
    accuracy against state size (numbers kept per sequence, `model.state_size(L)`), one plot.
 """
@@ -84,7 +85,8 @@ def _timed(ctx: Context, label: str, part: dict[str, Any]) -> dict[str, Any]:
     summary = train_token_run(ctx.run_dir(label), _config(part["task"], part["model"], s["train"], ctx.seed), quiet=ctx.quiet)
     ev = summary["final_eval"] or {}
     return {f"{label}.accuracy": ev.get("accuracy"), f"{label}.steps": summary["step"],
-            f"{label}.seconds": round(summary["wall_seconds"], 1), f"{label}.train_seconds": round(summary["train_seconds"] or 0, 1),
+            f"{label}.seconds": round(summary["wall_seconds"], 1),
+            f"{label}.train_seconds": round(summary["train_seconds"] or 0, 1),
             f"{label}.reached_target": summary["stopped_early"]}
 
 
@@ -113,7 +115,8 @@ def run(ctx: Context) -> Outcome:
             metrics[f"grid.{family}.d{width}.state_size"] = summary["state_size"]
             runs[label] = f"runs/{label}"
     accuracy_by_state_size(points, ctx.out / "plots" / "accuracy_by_state_size.png",
-                           title=f"MQAR: {grid['task']['num_kv_pairs']} pairs in {L} tokens, vocabulary {grid['task']['vocab_size']}")
+                           title=f"MQAR: {grid['task']['num_kv_pairs']} pairs in {L} tokens, "
+                                 f"vocabulary {grid['task']['vocab_size']}")
     return Outcome(metrics=metrics, runs=runs, artifacts=["plots/accuracy_by_state_size.png"], extra={"grid": points})
 
 

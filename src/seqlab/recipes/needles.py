@@ -89,7 +89,8 @@ def report(ctx: Context, results: dict[str, Any]) -> str:
              "|---:|---:|" + "---:|" * width]
     for n, cells in grid.items():
         vals = [cells.get(str(p)) for p in range(1, width + 1)]
-        lines.append(f"| {n} | {np.mean(list(cells.values())):.3f} | " + " | ".join("" if v is None else f"{v:.2f}" for v in vals) + " |")
+        row = " | ".join("" if v is None else f"{v:.2f}" for v in vals)
+        lines.append(f"| {n} | {np.mean(list(cells.values())):.3f} | {row} |")
     lines.append("\n![exact match by position](plots/exact_match_by_position.png)\n")
     return "\n".join(lines)
 
