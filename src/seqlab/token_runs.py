@@ -157,10 +157,11 @@ def train_token_run(out: Path, config: TokenRunConfig | None = None, quiet: bool
     out.mkdir(parents=True, exist_ok=True)
     write_run_config(out, config, resumed)
     t0 = time.perf_counter()
-    final = trainer.fit() if not trainer.finished else {}
+    final = trainer.fit() if not trainer.finished else trainer.logged_eval()
     return {"run_dir": str(out), "resumed": resumed, "step": trainer.step, "final_eval": final,
             "stopped_early": trainer.state.get("stopped_early", False), "wall_seconds": time.perf_counter() - t0,
-            "train_seconds": trainer.state.get("train_seconds"), "n_params": model.n_params(),
+            "train_seconds": trainer.state.get("train_seconds"), "fit_seconds": trainer.state.get("fit_seconds"),
+            "n_params": model.n_params(),
             "state_size": model.state_size(task.max_length)}
 
 

@@ -65,7 +65,9 @@ class Trainer:
         self.step = 0
         # loss_window: (sum, count) of losses since the last log line, kept in checkpoints so a resumed
         # run logs exactly the averages an uninterrupted one would.
-        self.state: dict[str, Any] = {"stopped_early": False, "best_eval": None, "train_seconds": 0.0,
+        # train_seconds: time in training steps; fit_seconds: all of fit (evaluation and checkpoints too),
+        # both summed over resumes, so a recipe rerun on a finished run still knows what it cost.
+        self.state: dict[str, Any] = {"stopped_early": False, "best_eval": None, "train_seconds": 0.0, "fit_seconds": 0.0,
                                       "loss_window": [0.0, 0]}
         if config.compile:
             self._forward = torch.compile(self.model.loss)
@@ -137,11 +139,14 @@ class Trainer:
         self.model.train()
         last_eval: dict[str, Any] | None = None
         tok_sum, t_log = 0, time.perf_counter()
+        t_fit = t_log
         batches = self.stream.prefetch(self.step, c.steps)
         with self._progress() as bar, contextlib.closing(batches):
             task_id = bar.add_task("train", total=c.steps, completed=self.step, info="")
             while not self.finished:
                 t0 = time.perf_counter()
+                self.state["fit_seconds"] += t0 - t_fit
+                t_fit = t0
                 loss, n_tok = self._train_step(self.step, next(batches))
                 self.state["train_seconds"] += time.perf_counter() - t0
                 self.step += 1
@@ -176,6 +181,15 @@ class Trainer:
                         info += f"  err {last_eval['error']:.3f}"
                     bar.update(task_id, info=info)
                 if self.step % c.checkpoint_every == 0 or self.finished:
+                    now = time.perf_counter()
+                    self.state["fit_seconds"] += now - t_fit
+                    t_fit = now
                     self._checkpoint()
                 bar.update(task_id, completed=self.step)
         return last_eval or {}
+
+    def logged_eval(self) -> dict[str, Any]:
+        """The last periodic evaluation in metrics.jsonl, keys without their `eval_` prefix (what `fit`
+        returned when the run ended, for a run that is already finished)."""
+        evals = [r for r in read_jsonl(self.metrics_path) if any(k.startswith("eval_") for k in r)]
+        return {k[5:]: v for k, v in evals[-1].items() if k.startswith("eval_")} if evals else {}
