@@ -50,9 +50,16 @@ BUDGETS = {
 }
 
 
+# A causal convolution of width 4 over the embeddings (`model.canon`) puts a key of up to 3 digits and the
+# token after it in one position, so a query can match a whole key in one attention step. Without it, a
+# 4 x 128 decoder was at 0% exact match (55% of answer tokens, the structure) after 1,500 steps.
+CANON = 4
+
+
 def run(ctx: Context) -> Outcome:
     s = ctx.settings
-    config = resolve_token_config({"task": {"name": "kv-retrieval", **s["task"]}, "model": {"position": "rope", **s["model"]},
+    config = resolve_token_config({"task": {"name": "kv-retrieval", **s["task"]},
+                                   "model": {"position": "rope", "canon": CANON, **s["model"]},
                                    "train": {**s["train"], "seed": ctx.seed}})
     run_dir = ctx.run_dir("decoder")
     summary = train_token_run(run_dir, config, quiet=ctx.quiet)
