@@ -30,7 +30,7 @@ MODELS: dict[str, dict[str, Any]] = {
 # d = 10, k = 2 at every budget; vector MQAR asks for the value of a key among n_pairs (Park: d = 20, 64 pairs).
 TASKS: dict[str, dict[str, dict[str, Any]]] = {
     "linear-regression": {},
-    "sparse-parity": {"smoke": {"n_dims": 10, "k": 2, "n_points": 9}, "cpu": {"n_dims": 10, "k": 2, "n_points": 61},
+    "sparse-parity": {"smoke": {"n_dims": 10, "k": 2, "n_points": 9}, "cpu": {"n_dims": 10, "k": 2, "n_points": 41},
                       "gpu": {"n_dims": 10, "k": 2, "n_points": 141}},
     "vector-mqar": {"smoke": {"n_pairs": 4, "n_points": 9}, "cpu": {"n_dims": 8, "n_pairs": 16, "n_points": 33},
                     "gpu": {"n_dims": 20, "n_pairs": 64, "n_points": 129}},
@@ -48,7 +48,7 @@ BUDGETS = {
     "cpu": {
         "task": {"n_dims": 5, "n_points": 21},
         "model": {"n_layers": 5, "d_model": 64, "n_heads": 4},
-        "train": {"steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup": 200, "eval_every": 1000, "eval_n": 256,
+        "train": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup": 200, "eval_every": 1000, "eval_n": 256,
                   "log_every": 100, "checkpoint_every": 1000, "weight_decay": 0.0},
         "n_eval": 1000,
     },
