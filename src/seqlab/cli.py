@@ -114,22 +114,17 @@ def sample(
     from seqlab.tasks.function_classes import FUNCTIONS, get_function
     from seqlab.tasks.token_base import TOKEN_TASKS, get_token_task
 
-    if task in TOKEN_TASKS:
+    # Token tasks and function classes write their own prompts: no text format applies.
+    for registry, get_kind, what in ((TOKEN_TASKS, get_token_task, "a token task: it writes token ids itself"),
+                                     (FUNCTIONS, get_function, "an in-context function class")):
+        if task not in registry:
+            continue
         if fmt_overrides:
-            raise BadInput(f"{task} is a token task: it writes token ids itself and has no text format")
-        tt = get_token_task(task, **task_params)
+            raise BadInput(f"{task} is {what} and has no text format")
+        gen = get_kind(task, **task_params)
         for i in range(n):
-            rec = tt.sample_record(seed, split, i)
+            rec = gen.sample_record(seed, split, i)
             text = f"{rec['prompt']}  [bold green]{rec['target']}[/bold green]"
-            _print_json(rec) if as_json else out.print(text, highlight=False)
-        return
-    if task in FUNCTIONS:
-        if fmt_overrides:
-            raise BadInput(f"{task} is an in-context function class: it has no text format")
-        fc = get_function(task, **task_params)
-        for i in range(n):
-            rec = fc.sample_record(seed, split, i)
-            text = f"{rec['prompt']} [bold green]{rec['target']}[/bold green]"
             _print_json(rec) if as_json else out.print(text, highlight=False)
         return
     for rec in sample_examples(task, task_params, fmt_overrides, n, seed, split):
