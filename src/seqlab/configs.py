@@ -123,3 +123,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = nxt
         node[parts[-1]] = parse_value(raw)
     return out
+
+
+def task_section(value: Any, make, what: str) -> dict[str, Any]:
+    """A run config's `task` section, from a name or a mapping with a name: the name and every knob of the
+    task's config (defaults filled in), as `make(name, **knobs)` validates them. `what` names the kind of
+    task in the error for anything else."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise ValueError(f"task must be {what} name or a mapping with a name")
+    return {"name": value["name"], **make(value["name"], **task_params(value)).config.to_json()}
+
+
+def task_params(section: dict[str, Any]) -> dict[str, Any]:
+    """A task section's knobs: everything but its name."""
+    return {k: v for k, v in section.items() if k != "name"}

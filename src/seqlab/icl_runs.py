@@ -15,15 +15,14 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from seqlab.configs import Config, apply_overrides, parse_config
+from seqlab.configs import Config, apply_overrides, parse_config, task_params, task_section
 from seqlab.errors import BadInput
 from seqlab.icl_data import Curriculum, PromptStream
 from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model
 from seqlab.models.linear_attention import LSAConfig
-from seqlab.runs import check_writable, is_run_dir, prepare_run, read_config_as, run_kind, write_run_config
+from seqlab.runs import check_writable, is_run_dir, load_newest_weights, prepare_run, read_config_as, run_kind, write_run_config
 from seqlab.tasks.function_classes import FunctionClass, get_function
 from seqlab.train import TrainConfig, Trainer, pick_device
-from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
 
 
 class ICLRunConfig(Config):
@@ -36,12 +35,7 @@ class ICLRunConfig(Config):
     @field_validator("task", mode="before")
     @classmethod
     def _task(cls, v: Any) -> dict[str, Any]:
-        if isinstance(v, str):
-            v = {"name": v}
-        if not isinstance(v, dict) or "name" not in v:
-            raise ValueError("task must be a function class name or a mapping with a name")
-        params = {k: x for k, x in v.items() if k != "name"}
-        return {"name": v["name"], **get_function(v["name"], **params).config.to_json()}
+        return task_section(v, get_function, "a function class")
 
     @model_validator(mode="before")
     @classmethod
@@ -66,7 +60,7 @@ class ICLRunConfig(Config):
         return self
 
     def function_class(self) -> FunctionClass:
-        return get_function(self.task["name"], **{k: v for k, v in self.task.items() if k != "name"})
+        return get_function(self.task["name"], **task_params(self.task))
 
 
 def resolve_icl_config(base: dict[str, Any] | None = None, overrides: list[str] = ()) -> ICLRunConfig:
@@ -158,8 +152,5 @@ def load_icl_run(run_dir: Path, device: str | None = None):
         raise BadInput(f"{run_dir} is not an in-context learning run directory")
     config = read_icl_config(run_dir)
     model = build_icl_model(config.model)
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise BadInput(f"{run_dir} has no checkpoint yet")
-    load_checkpoint(ckpt, model)
+    load_newest_weights(run_dir, model)
     return config, config.function_class(), model.to(pick_device(device or config.train.device)).eval()

@@ -227,11 +227,16 @@ def load_run(run_dir: Path, device: str | torch.device | None = None):
     config = read_run_config(run_dir)
     device = pick_device(device or config.train.device)
     task, fmt, model = build_parts(config)
+    load_newest_weights(run_dir, model)
+    return config, task, fmt, model.to(device).eval()
+
+
+def load_newest_weights(run_dir: Path, model) -> None:
+    """The newest checkpoint's weights into `model`; a run without one is bad input."""
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise BadInput(f"{run_dir} has no checkpoint yet")
     load_checkpoint(ckpt, model)
-    return config, task, fmt, model.to(device).eval()
 
 
 def parse_lengths(text: str) -> list[int]:

@@ -17,16 +17,15 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from seqlab.configs import Config, apply_overrides, parse_config
+from seqlab.configs import Config, apply_overrides, parse_config, task_params, task_section
 from seqlab.data import Stream
 from seqlab.errors import BadInput
-from seqlab.io import read_json
+from seqlab.io import write_json
 from seqlab.models import ModelConfig, build, check_arch
 from seqlab.models.decoder import TABLE_POSITIONS
-from seqlab.runs import check_writable, is_run_dir, prepare_run, read_config_as, run_kind, write_run_config
+from seqlab.runs import check_writable, is_run_dir, load_newest_weights, prepare_run, read_config_as, run_kind, write_run_config
 from seqlab.tasks.token_base import TokenTask, get_token_task
 from seqlab.train import TrainConfig, Trainer, pick_device
-from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
 
 
 class TokenRunConfig(Config):
@@ -38,12 +37,7 @@ class TokenRunConfig(Config):
     @field_validator("task", mode="before")
     @classmethod
     def _task(cls, v: Any) -> dict[str, Any]:
-        if isinstance(v, str):
-            v = {"name": v}
-        if not isinstance(v, dict) or "name" not in v:
-            raise ValueError("task must be a token task name or a mapping with a name")
-        params = {k: x for k, x in v.items() if k != "name"}
-        return {"name": v["name"], **get_token_task(v["name"], **params).config.to_json()}
+        return task_section(v, get_token_task, "a token task")
 
     @model_validator(mode="after")
     def _check(self):
@@ -54,7 +48,7 @@ class TokenRunConfig(Config):
         return self
 
     def make_task(self) -> TokenTask:
-        return get_token_task(self.task["name"], **{k: v for k, v in self.task.items() if k != "name"})
+        return get_token_task(self.task["name"], **task_params(self.task))
 
 
 def resolve_token_config(base: dict[str, Any] | None = None, overrides: list[str] = ()) -> TokenRunConfig:
@@ -136,8 +130,8 @@ def make_token_evaluator(config: TokenRunConfig, task: TokenTask):
 # -- training -----------------------------------------------------------------------------------
 def prepare_token_run(out: Path, config: TokenRunConfig | None) -> TokenRunConfig:
     if Path(out).is_dir() and is_run_dir(out) and not is_token_run(out):
-        kind = read_json(Path(out) / "config.json").get("kind", "text-task")
-        raise BadInput(f"{out} holds a {kind} run, not a token-task run; choose a new --out")
+        kind = run_kind(out)
+        raise BadInput(f"{out} holds a {'text-task' if kind == 'text' else kind} run, not a token-task run; choose a new --out")
     return prepare_run(out, config, read=read_token_config, default=TokenRunConfig)
 
 
@@ -173,10 +167,7 @@ def load_token_run(run_dir: Path, device: str | None = None):
     config = read_token_config(run_dir)
     task = config.make_task()
     model = build(config.model, task.vocab_size)
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise BadInput(f"{run_dir} has no checkpoint yet")
-    load_checkpoint(ckpt, model)
+    load_newest_weights(run_dir, model)
     return config, task, model.to(pick_device(device or config.train.device)).eval()
 
 
@@ -184,15 +175,13 @@ def evaluate_token_run(run_dir: Path, n: int, seed: int | None = None,
                        task_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Accuracy of a trained run on n test examples, optionally of a changed task (more key-value
     pairs, a longer sequence) to test generalisation; also written to eval/accuracy.json."""
-    from seqlab.io import write_json
-
     config, task, model = load_token_run(run_dir)
     if task_overrides:
-        task = get_token_task(config.task["name"], **{**{k: v for k, v in config.task.items() if k != "name"}, **task_overrides})
-    seed = config.train.seed if seed is None else seed
-    tokens, targets = task.batch(seed, "test", 0, n)
+        task = get_token_task(config.task["name"], **{**task_params(config.task), **task_overrides})
     if task.vocab_size > model.vocab_size:
         raise BadInput(f"the task now needs {task.vocab_size} token ids; the model reads {model.vocab_size}")
+    seed = config.train.seed if seed is None else seed
+    tokens, targets = task.batch(seed, "test", 0, n)
     result = {"task": config.task["name"], "task_config": task.config.to_json(), "seed": seed,
               **score_tokens(model, tokens, targets)}
     write_json(Path(run_dir) / "eval" / "accuracy.json", result)

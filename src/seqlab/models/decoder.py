@@ -30,7 +30,7 @@ from pydantic import model_validator
 from seqlab.configs import Config
 from seqlab.models.attention import SeqContext
 from seqlab.models.fused import swiglu
-from seqlab.models.mixers import make_mixer
+from seqlab.models.mixers import make_mixer, restore_own_inits
 from seqlab.models.positions import rope_cos_sin
 
 POSITIONS = ("none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative")
@@ -190,9 +190,7 @@ class Decoder(nn.Module):
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith(RESIDUAL_OUTPUTS):
                 nn.init.normal_(p, std=0.02 / (2 * c.n_layers) ** 0.5)
-        for m in self.modules():  # a module with an initialisation of its own (Mamba's dt and A) restores it
-            if m is not self and hasattr(m, "reset_special_parameters"):
-                m.reset_special_parameters()
+        restore_own_inits(self)
 
     @staticmethod
     def _init(m: nn.Module):

@@ -23,7 +23,7 @@ from pydantic import model_validator
 from seqlab.configs import Config
 from seqlab.models.attention import SeqContext
 from seqlab.models.decoder import RESIDUAL_OUTPUTS, Block, ModelConfig, make_norm
-from seqlab.models.mixers import make_mixer
+from seqlab.models.mixers import make_mixer, restore_own_inits
 from seqlab.models.positions import rope_cos_sin
 
 ICL_ARCHS = ("transformer", "looped")
@@ -117,9 +117,7 @@ class _VectorIO(nn.Module):
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith(RESIDUAL_OUTPUTS):
                 nn.init.normal_(p, std=0.02 / (2 * n_layers) ** 0.5)
-        for m in self.modules():  # a mixer with an initialisation of its own (Mamba's dt and A) restores it
-            if m is not self and hasattr(m, "reset_special_parameters"):
-                m.reset_special_parameters()
+        restore_own_inits(self)
 
     def embed(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, SeqContext]:
         c = self.config

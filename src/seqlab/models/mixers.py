@@ -34,6 +34,14 @@ def parse_mixers(text: str) -> list[str]:
     return names
 
 
+def restore_own_inits(model: nn.Module) -> None:
+    """After a model's blanket initialisation, let each module with an initialisation of its own (Mamba's
+    dt and A, a canon convolution) put it back."""
+    for m in model.modules():
+        if m is not model and hasattr(m, "reset_special_parameters"):
+            m.reset_special_parameters()
+
+
 def make_mixer(name: str, c) -> nn.Module:
     """The mixer `name` at the sizes of ModelConfig `c`."""
     if name == "attention":

@@ -17,11 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from seqlab.configs import task_params
 from seqlab.eval.plots import accuracy_heatmap
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.report import results_header
 from seqlab.tasks.token_base import get_token_task
-from seqlab.token_runs import load_token_run, resolve_token_config, score_tokens, train_token_run
+from seqlab.token_runs import (
+    load_token_run,
+    resolve_token_config,
+    score_tokens,
+    train_token_run,
+)
 
 BUDGETS = {
     "smoke": {
@@ -65,7 +71,7 @@ def run(ctx: Context) -> Outcome:
     summary = train_token_run(run_dir, config, quiet=ctx.quiet)
     _, _, model = load_token_run(run_dir)
     trained = config.task["num_dicts"]
-    base = {k: v for k, v in config.task.items() if k != "name"}
+    base = task_params(config.task)
     grid: dict[str, dict[str, float]] = {}
     for n in s["eval_dicts"]:
         for p in range(1, n + 1):

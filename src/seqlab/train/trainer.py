@@ -139,14 +139,12 @@ class Trainer:
         self.model.train()
         last_eval: dict[str, Any] | None = None
         tok_sum, t_log = 0, time.perf_counter()
-        t_fit = t_log
+        fit_start, fit_before = t_log, self.state["fit_seconds"]  # fit_seconds as of this fit's start
         batches = self.stream.prefetch(self.step, c.steps)
         with self._progress() as bar, contextlib.closing(batches):
             task_id = bar.add_task("train", total=c.steps, completed=self.step, info="")
             while not self.finished:
                 t0 = time.perf_counter()
-                self.state["fit_seconds"] += t0 - t_fit
-                t_fit = t0
                 loss, n_tok = self._train_step(self.step, next(batches))
                 self.state["train_seconds"] += time.perf_counter() - t0
                 self.step += 1
@@ -181,9 +179,7 @@ class Trainer:
                         info += f"  err {last_eval['error']:.3f}"
                     bar.update(task_id, info=info)
                 if self.step % c.checkpoint_every == 0 or self.finished:
-                    now = time.perf_counter()
-                    self.state["fit_seconds"] += now - t_fit
-                    t_fit = now
+                    self.state["fit_seconds"] = fit_before + time.perf_counter() - fit_start
                     self._checkpoint()
                 bar.update(task_id, completed=self.step)
         return last_eval or {}
