@@ -93,10 +93,12 @@ class TokenStream(Stream):
 
 # -- scoring ------------------------------------------------------------------------------------
 @torch.no_grad()
-def score_tokens(model, tokens: np.ndarray, targets: np.ndarray, batch: int = 256) -> dict[str, Any]:
+def score_tokens(model, tokens: np.ndarray, targets: np.ndarray, batch: int = 256, keep_right: bool = False) -> dict[str, Any]:
     """Greedy predictions at every scored position: the share right ("accuracy", Zoology's MQAR
     metric), the share of sequences with every scored position right ("exact_match"), and per
-    position of the sequence, the share right ("by_position", for placement studies)."""
+    position of the sequence, the share right ("by_position", for placement studies). With
+    `keep_right`, also "right": the (N, L) bool array of which scored positions were right, for
+    scoring parts of an answer separately."""
     model.eval()
     dev = next(model.parameters()).device
     right = np.zeros(targets.shape, dtype=bool)
@@ -114,7 +116,8 @@ def score_tokens(model, tokens: np.ndarray, targets: np.ndarray, batch: int = 25
     cols = np.flatnonzero(scored.any(axis=0))
     return {"accuracy": float(right.sum() / max(n_scored, 1)), "exact_match": float(per_seq.mean()) if len(per_seq) else 0.0,
             "n": int(len(tokens)), "n_scored": n_scored,
-            "by_position": {str(int(c)): float(right[:, c][scored[:, c]].mean()) for c in cols}}
+            "by_position": {str(int(c)): float(right[:, c][scored[:, c]].mean()) for c in cols},
+            **({"right": right} if keep_right else {})}
 
 
 def make_token_evaluator(config: TokenRunConfig, task: TokenTask):
