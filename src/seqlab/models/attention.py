@@ -3,6 +3,8 @@
 A mixer maps (B, L, D) -> (B, L, D) and reports `state_size(seq_len)`, the number of numbers it
 keeps between tokens when it generates (for attention, the keys and values of every past token).
 It takes a `SeqContext` (positions, precomputed RoPE tables) and optionally its own decoding cache.
+Its hook point `hook_z` (seqlab.analysis) sees each head's output (B, L, H, head_dim) before the output
+projection mixes the heads; `seqlab.analysis.head_outputs` turns it into each head's share of the output.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from seqlab.models.hook_points import HookPoint
 from seqlab.models.positions import (
     alibi_bias,
     alibi_slopes,
@@ -64,6 +67,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # one matmul for q, k and v
         self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = dropout
+        self.hook_z = HookPoint()
         if position == "alibi":
             self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
         if log_length_scale:
@@ -119,5 +123,5 @@ class CausalSelfAttention(nn.Module):
             mask = torch.arange(past + L, device=x.device)[None, :] <= i
         drop = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=drop)
-        y = y.transpose(1, 2).reshape(B, L, D)
-        return self.proj(y)
+        z = self.hook_z(y.transpose(1, 2))  # (B, L, H, hd): each head's output, before the heads are mixed
+        return self.proj(z.reshape(B, L, D))

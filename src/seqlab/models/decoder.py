@@ -30,6 +30,7 @@ from pydantic import model_validator
 from seqlab.configs import Config
 from seqlab.models.attention import SeqContext
 from seqlab.models.fused import swiglu
+from seqlab.models.hook_points import HookPoint
 from seqlab.models.mixers import make_mixer, restore_own_inits
 from seqlab.models.positions import rope_cos_sin
 
@@ -158,19 +159,34 @@ class CanonConv(nn.Module):
 
 
 class Block(nn.Module):
-    """x + mixer(norm(x)), then x + mlp(norm(x))."""
+    """x + mixer(norm(x)), then x + mlp(norm(x)).
+
+    Hook points (seqlab.analysis), each (B, L, D): hook_resid_pre (the block's input), hook_mixer_out
+    (what the mixer adds to the stream, after dropout), hook_resid_mid (the stream between mixer and MLP),
+    hook_mlp_out, hook_resid_post (the block's output). Without an MLP there is no resid_mid or mlp_out.
+    """
 
     def __init__(self, c: ModelConfig, mixer: nn.Module):
         super().__init__()
+        has_mlp = c.mlp != "none"
+        # Registered in the order they run, so a model's hook names list in forward order. No hook point
+        # holds a parameter or draws a random number: weights, their names and their init are unchanged.
+        self.hook_resid_pre = HookPoint()
         self.norm1, self.mixer = make_norm(c.norm, c.d_model), mixer
-        self.norm2, self.mlp = (make_norm(c.norm, c.d_model), MLP(c)) if c.mlp != "none" else (None, None)
+        self.hook_mixer_out = HookPoint()
+        self.hook_resid_mid = HookPoint() if has_mlp else None
+        self.norm2, self.mlp = (make_norm(c.norm, c.d_model), MLP(c)) if has_mlp else (None, None)
+        self.hook_mlp_out = HookPoint() if has_mlp else None
+        self.hook_resid_post = HookPoint()
         self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x, ctx: SeqContext, cache=None):
-        x = x + self.drop(self.mixer(self.norm1(x), ctx, cache))
+        x = self.hook_resid_pre(x)
+        x = x + self.hook_mixer_out(self.drop(self.mixer(self.norm1(x), ctx, cache)))
         if self.mlp is None:
-            return x
-        return x + self.drop(self.mlp(self.norm2(x)))
+            return self.hook_resid_post(x)
+        x = self.hook_resid_mid(x)
+        return self.hook_resid_post(x + self.hook_mlp_out(self.drop(self.mlp(self.norm2(x)))))
 
 
 class Decoder(nn.Module):
@@ -181,6 +197,7 @@ class Decoder(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, c.d_model)
         self.pos_emb = nn.Embedding(c.max_positions, c.d_model) if c.position in TABLE_POSITIONS else None
         self.canon = CanonConv(c.d_model, c.canon) if c.canon else None
+        self.hook_embed = HookPoint()  # (B, L, D): what the first block reads (embeddings, canon, positions)
         self.blocks = nn.ModuleList(Block(c, make_mixer(name, c)) for name in c.layer_mixers())
         self.norm = make_norm(c.norm, c.d_model)
         self.head = nn.Linear(c.d_model, vocab_size, bias=False)
@@ -216,6 +233,7 @@ class Decoder(nn.Module):
         ids = positions if pos_ids is None else pos_ids
         if self.pos_emb is not None:
             x = x + self.pos_emb(ids)
+        x = self.hook_embed(x)
         rope = rope_cos_sin(positions[:1], c.d_model // c.n_heads, c.rope_base) if c.position == "rope" else None
         ctx = SeqContext(positions=positions, rope=rope, pos_ids=ids if c.position == "coupling_relative" else None)
         for i, block in enumerate(self.blocks):

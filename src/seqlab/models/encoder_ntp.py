@@ -42,6 +42,7 @@ class EncoderNTP(Decoder):
         x = self.tok_emb(seqs)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
+        x = self.hook_embed(x)  # (N, T, D): hook points see one row per prefix, not per input row
         rope = rope_cos_sin(positions[:1], c.d_model // c.n_heads, c.rope_base) if c.position == "rope" else None
         key_mask = (positions <= ends[:, None])[:, None, None, :]  # (N, 1, 1, T)
         ctx = SeqContext(positions=positions, rope=rope, key_mask=key_mask)

@@ -9,6 +9,12 @@ Every x_i is a query, so one forward pass scores every prefix length k = 0 .. n-
   LoopedTransformer one block of n_layers applied b times with input injection, h_{t+1} = f(h_t + e),
                     h_0 = 0, read out after every loop (Yang et al. 2024); trained on the mean loss of
                     the last `loop_window` loops, evaluated at any number of loops
+
+Hook points (seqlab.analysis): `hook_embed` (B, 2k, D), what the blocks read (read-in, positions, token
+types, canon; the place to inject a task vector before any block), and each block's
+(`blocks.i.hook_resid_pre`, ...). The looped model calls its blocks once per loop, so their hook points
+fire once per loop and `run_with_cache` keeps a list with one tensor per loop; `hook_embed` fires once,
+and what it returns is the e injected at every loop.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pydantic import model_validator
 from seqlab.configs import Config
 from seqlab.models.attention import SeqContext
 from seqlab.models.decoder import RESIDUAL_OUTPUTS, Block, ModelConfig, make_norm
+from seqlab.models.hook_points import HookPoint
 from seqlab.models.mixers import make_mixer, restore_own_inits
 from seqlab.models.positions import rope_cos_sin
 
@@ -103,6 +110,7 @@ class _VectorIO(nn.Module):
         self.canon = nn.Conv1d(c.d_model, c.d_model, c.canon, groups=c.d_model, bias=False) if c.canon else None
         self.norm = make_norm(c.norm, c.d_model)
         self.read_out = nn.Linear(c.d_model, 1)
+        self.hook_embed = HookPoint()  # (B, 2k, D): what the first block reads
 
     def _init_weights(self, n_layers: int):
         for m in self.modules():
@@ -134,6 +142,7 @@ class _VectorIO(nn.Module):
             e = e + self.type_emb.weight.repeat(k, 1)[None]  # x, y, x, y, ...: (1, 2k, D)
         if self.canon is not None:  # causal: left padding only, so token t mixes tokens t-K+1 .. t
             e = self.canon(F.pad(e.transpose(1, 2), (self.canon.kernel_size[0] - 1, 0))).transpose(1, 2)
+        e = self.hook_embed(e)
         head_dim = c.d_model // c.n_heads
         rope = rope_cos_sin(positions[:1], head_dim) if c.position == "rope" else None
         return e, SeqContext(positions=positions, rope=rope)
