@@ -26,6 +26,7 @@ from seqlab.models.decoder import TABLE_POSITIONS
 from seqlab.runs import check_writable, is_run_dir, load_newest_weights, prepare_run, read_config_as, run_kind, write_run_config
 from seqlab.tasks.token_base import TokenTask, get_token_task
 from seqlab.train import TrainConfig, Trainer, pick_device
+from seqlab.train.tvp import TVPConfig, TVPObjective
 
 
 class TokenRunConfig(Config):
@@ -33,6 +34,7 @@ class TokenRunConfig(Config):
     task: dict[str, Any] = Field(default_factory=lambda: {"name": "mqar"}, validate_default=True)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tvp: TVPConfig | None = None  # the task vector prompting loss (Yang et al. 2025), for in-context mapping tasks
 
     @field_validator("task", mode="before")
     @classmethod
@@ -45,6 +47,13 @@ class TokenRunConfig(Config):
         L = self.make_task().max_length
         if self.model.position in TABLE_POSITIONS and L > self.model.max_positions:
             raise ValueError(f"sequences of {L} tokens need model.max_positions >= {L}")
+        if self.tvp is not None:
+            if self.task["name"] != "icl-map":
+                raise ValueError(f"tvp needs the in-context mapping task (task.name=icl-map), not {self.task['name']}")
+            if self.tvp.layer >= self.model.n_layers:
+                raise ValueError(f"tvp.layer {self.tvp.layer} is past the model's last block ({self.model.n_layers - 1})")
+            if self.model.arch != "decoder":
+                raise ValueError("tvp trains a decoder (model.arch=decoder)")
         return self
 
     def make_task(self) -> TokenTask:
@@ -149,7 +158,11 @@ def train_token_run(out: Path, config: TokenRunConfig | None = None, quiet: bool
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     stream = TokenStream(task, config.train.seed, config.train.batch_size)
-    trainer = Trainer(model, stream, config.train, out, make_token_evaluator(config, task), quiet=quiet)
+    objective = None
+    if config.tvp is not None:
+        objective = TVPObjective(model, config.tvp, task.arrow, task.comma, task.pad_id)
+    trainer = Trainer(model, stream, config.train, out, make_token_evaluator(config, task), quiet=quiet,
+                      objective=objective)
     resumed = trainer.resume()
     out.mkdir(parents=True, exist_ok=True)
     write_run_config(out, config, resumed)

@@ -149,3 +149,40 @@ def accuracy_heatmap(grid: dict[str, dict[str, float]], path: Path, xlabel: str,
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="exact match")
     return _save(fig, path)
+
+
+def accuracy_by_layer(curves: dict[str, dict[int, float]], path: Path, title: str = "",
+                      reference: dict[str, float] | None = None) -> Path:
+    """One line per task: accuracy (y) against the layer where a vector was injected (x); a dotted line of
+    the same colour at each task's `reference` accuracy (with the demonstrations in context)."""
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=120)
+    for label, curve in curves.items():
+        xs = sorted(curve)
+        line, = ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=4, label=label)
+        if reference and label in reference:
+            ax.axhline(reference[label], color=line.get_color(), linestyle=":", linewidth=1)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("layer (block whose output is replaced)")
+    ax.set_ylabel("zero-shot accuracy with the vector")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def probability_by_share(curves: dict[str, dict[float, float]], path: Path, title: str = "") -> Path:
+    """One line per task of a mixture: the model's mean probability of that task's answer (y) against the
+    share of the prompt's demonstrations that show the task (x), with the diagonal y = x."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.5), dpi=120)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="P = share")
+    for label, curve in curves.items():
+        xs = sorted(curve)
+        ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=4, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("share of demonstrations showing the task")
+    ax.set_ylabel("P(that task's answer)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)

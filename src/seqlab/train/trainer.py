@@ -54,7 +54,9 @@ def make_optimizer(model: torch.nn.Module, c: TrainConfig) -> torch.optim.AdamW:
 
 class Trainer:
     def __init__(self, model, stream: Stream, config: TrainConfig, run_dir: Path,
-                 evaluate: Evaluator | None = None, quiet: bool = False):
+                 evaluate: Evaluator | None = None, quiet: bool = False, objective=None):
+        """`objective(*batch.model_args())` is the training loss: `model.loss` unless given (the TVP-loss
+        wraps the model's own loss); checkpoints hold the model's weights either way."""
         self.c, self.stream, self.run_dir = config, stream, Path(run_dir)
         self.device = pick_device(config.device)
         self.model = model.to(self.device)
@@ -69,10 +71,8 @@ class Trainer:
         # both summed over resumes, so a recipe rerun on a finished run still knows what it cost.
         self.state: dict[str, Any] = {"stopped_early": False, "best_eval": None, "train_seconds": 0.0, "fit_seconds": 0.0,
                                       "loss_window": [0.0, 0]}
-        if config.compile:
-            self._forward = torch.compile(self.model.loss)
-        else:
-            self._forward = self.model.loss
+        loss = objective if objective is not None else self.model.loss
+        self._forward = torch.compile(loss) if config.compile else loss
 
     # -- resume --------------------------------------------------------------------------------
     def resume(self) -> bool:

@@ -1,0 +1,165 @@
+"""In-context tasks in superposition (Xiong et al. 2024, "Everything Everywhere All at Once").
+
+A decoder trained on `icl-map` prompts that each show one map is shown prompts whose demonstrations mix two
+(or three) maps, a share p of them from each, in a random order. The query's answers under the maps differ
+(the generator redraws the query until they do), so the probability the model gives each map's answer
+string, "y <eos>" scored by teacher forcing (the product of its tokens' probabilities, as the study's
+`get_probs`), is how much it runs that map. Xiong et al. found that models, even ones trained on one task
+per prompt, answer each task with about its share of the demonstrations.
+
+Task vectors of a mixture (at the layer where the pair's single-map vectors inject best): is the mixed
+prompt's vector close to the p-weighted combination p v_A + (1 - p) v_B of the single-map vectors (cosine
+similarity after centring every vector on the mean of all maps' vectors, beside the cosine with the nearer
+of v_A and v_B alone), and does writing that combination into zero-shot
+queries give the mixed prompts' answer distribution (mean |P_injected - P_mixed| over both answers)?
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seqlab.analysis.mapping_probes import answer_probs, injected_accuracy, map_prompts, query_arrows, task_vector_of
+from seqlab.analysis.task_vectors import injecting, task_vectors
+from seqlab.eval.plots import probability_by_share
+from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
+from seqlab.recipes.mapping_base import BUDGETS, map_names, train_mapping_model
+from seqlab.report import results_header
+
+SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+TRIPLE_SHARES = ((0.2, 0.3, 0.5), (1 / 3, 1 / 3, 1 / 3), (0.6, 0.2, 0.2))
+VECTOR_SHARES = (0.3, 0.5, 0.7)
+
+
+def counts_for(shares: tuple[float, ...], n: int) -> list[int]:
+    """Demonstration counts summing to n, as close to the shares as rounding allows (largest remainder)."""
+    raw = np.array(shares) * n
+    counts = np.floor(raw).astype(int)
+    for j in np.argsort(-(raw - counts))[: n - counts.sum()]:
+        counts[j] += 1
+    return counts.tolist()
+
+
+def mixed(params, seed, n, names, counts, **changes):
+    spec = ",".join(f"{name}:{c}" for name, c in zip(names, counts) if c > 0)
+    return map_prompts(params, seed, "test", n, mix=spec, task=None, n_demos_min=None, **changes)
+
+
+def mixture_probs(model, params, seed, n, names, counts) -> dict[str, float]:
+    task, tokens, _, metas = mixed(params, seed, n, names, counts)
+    return {k: float(v.mean()) for k, v in answer_probs(model, task, tokens, metas, names).items()}
+
+
+def best_layer(model, params, names, vectors, seed, n_eval) -> int:
+    """The layer where the maps' own vectors inject best, on average over `names`."""
+    acc = [np.mean([injected_accuracy(model, params, name, layer, vectors[name][layer], seed + 1, n_eval)
+                    for name in names]) for layer in range(len(model.blocks))]
+    return int(np.argmax(acc))
+
+
+def vector_study(model, params, pair, vectors, s, seed) -> dict[str, float]:
+    """Cosines are of vectors centred on the mean of every map's vector at the layer: all of them share a
+    large component (the "→" token's own state), which would make any two look alike."""
+    a, b = pair
+    layer = best_layer(model, params, pair, vectors, seed, s["n_eval"])
+    centre = torch.stack([v[layer] for v in vectors.values()]).mean(0)
+    zero_task, zero_tokens, _, zero_metas = map_prompts(params, seed + 2, "test", s["n_eval"], task=None, mix=None,
+                                                        n_demos=0, n_demos_min=None, score="query")
+    arrows = query_arrows(zero_metas)
+    cos_comb, cos_single, diffs, diffs_own = [], [], [], []
+    for p in VECTOR_SHARES:
+        counts = counts_for((p, 1 - p), s["demos"])
+        share = counts[0] / s["demos"]
+        task, tokens, _, metas = mixed(params, seed + 1, s["n_vector"], pair, counts)
+        v_mix = task_vectors(model, tokens, query_arrows(metas), [layer])[0]
+        comb = share * vectors[a][layer] + (1 - share) * vectors[b][layer]
+        cos_comb.append(float(F.cosine_similarity(v_mix - centre, comb - centre, dim=0)))
+        cos_single.append(max(float(F.cosine_similarity(v_mix - centre, vectors[k][layer] - centre, dim=0)) for k in pair))
+        p_mixed = answer_probs(model, task, tokens, metas, list(pair))
+        for vector, out in ((comb, diffs), (v_mix, diffs_own)):
+            with injecting(model, layer, vector, arrows):
+                p_inj = answer_probs(model, zero_task, zero_tokens, zero_metas, list(pair))
+            out.extend(abs(float(p_inj[k].mean()) - float(p_mixed[k].mean())) for k in pair)
+    return {"layer": layer, "cos_mix_combination": float(np.mean(cos_comb)), "cos_mix_nearer_single": float(np.mean(cos_single)),
+            "inject_combination_abs_diff": float(np.mean(diffs)), "inject_mix_vector_abs_diff": float(np.mean(diffs_own))}
+
+
+def run(ctx: Context) -> Outcome:
+    s = ctx.settings
+    summary, params, model = train_mapping_model(ctx, "decoder")
+    metrics: dict[str, Any] = {"n_params": summary["n_params"], "train_seconds": round(summary["train_seconds"] or 0, 1)}
+    curves: dict[str, dict[float, float]] = {}
+    table: list[dict[str, Any]] = []
+    deviations, mass = [], []
+    for pair in s["pairs"]:
+        for p in SHARES:
+            counts = counts_for((p, 1 - p), s["demos"])
+            probs = mixture_probs(model, params, ctx.seed + 1, s["n_eval"], pair, counts)
+            shares = [c / s["demos"] for c in counts]
+            for name, share in zip(pair, shares):
+                curves.setdefault(f"{name} (with {pair[1 - pair.index(name)]})", {})[share] = probs[name]
+                deviations.append(abs(probs[name] - share))
+            mass.append(sum(probs.values()))
+            table.append({"maps": list(pair), "shares": shares, "probs": [probs[k] for k in pair]})
+    metrics["pairs.mean_abs_deviation"] = float(np.mean(deviations))
+    metrics["pairs.mean_answer_mass"] = float(np.mean(mass))
+    triple_dev = []
+    for triple in s["triples"]:
+        for shares in TRIPLE_SHARES:
+            counts = counts_for(shares, s["demos"])
+            probs = mixture_probs(model, params, ctx.seed + 1, s["n_eval"], triple, counts)
+            real = [c / s["demos"] for c in counts]
+            triple_dev += [abs(probs[k] - r) for k, r in zip(triple, real)]
+            table.append({"maps": list(triple), "shares": real, "probs": [probs[k] for k in triple]})
+    metrics["triples.mean_abs_deviation"] = float(np.mean(triple_dev))
+    vectors = {name: task_vector_of(model, params, name, ctx.seed, s["n_vector"]) for name in map_names(params)}
+    for pair in s["pairs"]:
+        study = vector_study(model, params, pair, vectors, s, ctx.seed)
+        metrics.update({f"vectors.{'+'.join(pair)}.{k}": v for k, v in study.items()})
+    for key in ("cos_mix_combination", "cos_mix_nearer_single", "inject_combination_abs_diff", "inject_mix_vector_abs_diff"):
+        metrics[f"vectors.mean.{key}"] = float(np.mean([metrics[f"vectors.{'+'.join(p)}.{key}"] for p in s["pairs"]]))
+    probability_by_share(curves, ctx.out / "plots" / "probability_by_share.png",
+                         title=f"mixed prompts of {s['demos']} demonstrations (model trained on one map per prompt)")
+    return Outcome(metrics=metrics, runs={"decoder": "runs/decoder"}, artifacts=["plots/probability_by_share.png"],
+                   extra={"table": table})
+
+
+def report(ctx: Context, results: dict[str, Any]) -> str:
+    m = results["metrics"]
+    lines = [results_header(results, "In-context tasks in superposition"),
+             f"A {m.get('n_params', 0):,}-parameter decoder trained on one map per prompt ({m.get('train_seconds')} s). "
+             "Mixed prompts: the share of demonstrations from each map, and the model's mean probability of each "
+             "map's answer.\n", "| maps | shares | P(answer) |", "|---|---|---|"]
+    for row in results.get("table", []):
+        lines.append(f"| {' + '.join(row['maps'])} | {' / '.join(f'{x:.2f}' for x in row['shares'])} | "
+                     f"{' / '.join(f'{x:.3f}' for x in row['probs'])} |")
+    lines.append(f"\nMean |P - share|: pairs {m.get('pairs.mean_abs_deviation', float('nan')):.3f}, triples "
+                 f"{m.get('triples.mean_abs_deviation', float('nan')):.3f}; probability on the pair's two answers "
+                 f"{m.get('pairs.mean_answer_mass', float('nan')):.3f}.\n")
+    lines.append(f"Task vectors (mean over pairs, shares {', '.join(map(str, VECTOR_SHARES))}): cosine of the mixed prompt's "
+                 f"vector with the share-weighted combination {m.get('vectors.mean.cos_mix_combination', float('nan')):.3f}, "
+                 f"with the nearer single-map vector {m.get('vectors.mean.cos_mix_nearer_single', float('nan')):.3f}; "
+                 "injected into zero-shot queries, mean |P_injected - P_mixed| "
+                 f"{m.get('vectors.mean.inject_combination_abs_diff', float('nan')):.3f} for the combination and "
+                 f"{m.get('vectors.mean.inject_mix_vector_abs_diff', float('nan')):.3f} for the mixed prompt's own vector.\n")
+    lines.append("![probability by share](plots/probability_by_share.png)\n")
+    return "\n".join(lines)
+
+
+register(Recipe(
+    name="superposition",
+    paper="Xiong et al. 2024, Everything Everywhere All at Once: LLMs can In-Context Learn Multiple Tasks in Superposition",
+    description="prompts mixing two or three maps: the probability of each map's answer against its share",
+    budgets=BUDGETS,
+    claims=[
+        Claim("each map's answer gets about its share of the demonstrations: mean |P(task) - p| <= 0.1 over "
+              "p = 0.1 .. 0.9", "Xiong et al. 2024 (0.49/0.51 at 0.5/0.5, 0.29/0.71 at 0.3/0.7, per the issue)",
+              metric="pairs.mean_abs_deviation", threshold=0.1, direction="at_most"),
+    ],
+    run=run,
+    report=report,
+    minutes={"smoke": 0.5, "cpu": 15.0},
+))

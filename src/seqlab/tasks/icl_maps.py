@@ -1,0 +1,333 @@
+"""In-context maps on words: the token-level in-context family of issue #6 ("Inside the model"), for task
+vectors (Hendel et al. 2023; Yang et al. 2025, TVP-loss) and in-context tasks in superposition (Xiong et al.
+2024): demonstrations `x → y , x → y , ... , x_query → y_query`, one map per prompt for training and
+mixtures of maps for evaluation.
+
+`get_token_task("icl-map", task="add1").example(seed, "train", i)` gives one prompt.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import itertools
+import re
+from typing import Callable, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from seqlab.tasks.token_base import IGNORE, TokenConfig, TokenExample, TokenTask, register_token_task
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+MAX_REDRAWS = 4000  # query words tried per prompt; the config check keeps the share told apart above 1/64
+ENUMERATE_UP_TO = 4096  # query spaces this small are checked word by word when the config is built
+
+
+# A map takes words, an int array (..., word_len) of symbols 0 .. n-1, its parameter (k or h; 0 where it
+# has none) and the derangement pi (an int array (n,)), and returns the answers, an int array (..., m).
+def _add(words: np.ndarray, k: int, pi: np.ndarray) -> np.ndarray:
+    return (words + k) % len(pi)
+
+
+def _copy(words: np.ndarray, h: int, pi: np.ndarray) -> np.ndarray:
+    return words[..., h:h + 1]
+
+
+def _reverse(words: np.ndarray, _: int, pi: np.ndarray) -> np.ndarray:
+    return words[..., ::-1]
+
+
+def _perm(words: np.ndarray, _: int, pi: np.ndarray) -> np.ndarray:
+    return pi[words]
+
+
+MAPS: dict[str, tuple[str, Callable[[np.ndarray, int, np.ndarray], np.ndarray]]] = {
+    "add{k}": ("each symbol shifted by k mod n_symbols, 1 <= k < n_symbols (add1: the next letter)", _add),
+    "copy{h}": ("the one symbol at index h, 0 <= h < word_len", _copy),
+    "reverse": ("the word reversed", _reverse),
+    "perm": ("each symbol mapped through a fixed derangement of the alphabet, drawn from perm_seed", _perm),
+}
+_NAME = re.compile(r"(add|copy)(0|[1-9][0-9]*)|reverse|perm")
+
+
+def _family(name: str) -> tuple[str, int]:
+    """'add3' -> ('add{k}', 3), 'copy0' -> ('copy{h}', 0), 'reverse' -> ('reverse', 0)."""
+    m = _NAME.fullmatch(name)
+    if m is None or m.group(1) is None:
+        return name, 0
+    return ("add{k}" if m.group(1) == "add" else "copy{h}"), int(m.group(2))
+
+
+def apply_map(name: str, words: np.ndarray, pi: np.ndarray) -> np.ndarray:
+    family, arg = _family(name)
+    return MAPS[family][1](words, arg, pi)
+
+
+def answer_len(name: str, word_len: int) -> int:
+    return 1 if name.startswith("copy") else word_len
+
+
+def map_names(n_symbols: int, word_len: int) -> list[str]:
+    """Every map a config with this alphabet and word length can name."""
+    return [f"add{k}" for k in range(1, n_symbols)] + [f"copy{h}" for h in range(word_len)] + ["reverse", "perm"]
+
+
+def parse_maps(text: str, n_symbols: int, word_len: int) -> list[str]:
+    """The names of a comma list, checked: known, in range, each once."""
+    names = [name.strip() for name in text.split(",")]
+    for j, name in enumerate(names):
+        m = _NAME.fullmatch(name)
+        if m is None:
+            near = difflib.get_close_matches(name, map_names(n_symbols, word_len), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else f" (maps are {', '.join(MAPS)})"
+            raise ValueError(f"unknown map '{name}' in maps{hint}")
+        family, arg = _family(name)
+        if family == "add{k}" and not 1 <= arg < n_symbols:
+            raise ValueError(f"map '{name}': k must be 1 .. {n_symbols - 1} for an alphabet of {n_symbols} symbols "
+                             f"(add0 would leave every word as it is)")
+        if family == "copy{h}" and arg >= word_len:
+            raise ValueError(f"map '{name}': the index must be 0 .. {word_len - 1} for words of {word_len} symbols")
+        if name in names[:j]:
+            raise ValueError(f"map '{name}' is listed twice in maps")
+    return names
+
+
+def parse_mix(text: str, names: list[str]) -> dict[str, int]:
+    """'add1:3,perm:2' -> {'add1': 3, 'perm': 2}, every name one of `names`."""
+    mix: dict[str, int] = {}
+    for entry in text.split(","):
+        name, colon, count = (part.strip() for part in entry.partition(":"))
+        if not colon or not count.isdigit():
+            raise ValueError(f"mix entry '{entry.strip()}' must be name:count, as in 'add1:3,perm:2'")
+        if name not in names:
+            near = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise ValueError(f"mix names '{name}', which is not in maps ({hint}maps: {', '.join(names)})")
+        if name in mix:
+            raise ValueError(f"mix names '{name}' twice")
+        mix[name] = int(count)
+    if sum(mix.values()) == 0:
+        raise ValueError("mix must hold at least one demonstration")
+    return mix
+
+
+@functools.cache
+def derangement(n_symbols: int, perm_seed: int) -> tuple[int, ...]:
+    """A uniform permutation of 0 .. n-1 without fixed points: NumPy permutations from perm_seed, redrawn
+    until none fixes a symbol (each try succeeds with probability about 1/e)."""
+    rng = np.random.default_rng(perm_seed)
+    while True:
+        pi = rng.permutation(n_symbols)
+        if (pi != np.arange(n_symbols)).all():
+            return tuple(pi.tolist())
+
+
+def _told_apart(answers: np.ndarray, lengths: list[int], n: int, word_len: int) -> np.ndarray:
+    """For answers (N, maps, word_len) (short answers padded), which of the N rows hold pairwise different
+    answers: each answer as one integer (base n, a one-symbol answer of a longer word set apart)."""
+    codes = answers @ (n ** np.arange(word_len))
+    codes = codes + np.array([n ** word_len if m < word_len else 0 for m in lengths])
+    codes = np.sort(codes, axis=1)
+    return (np.diff(codes, axis=1) != 0).all(axis=1)
+
+
+def check_queries(names: list[str], n: int, word_len: int, pi: tuple[int, ...]) -> None:
+    """Refuse maps that no query word tells apart, or that too few do (the query is redrawn until it does)."""
+    if word_len == 1 and "copy0" in names and "reverse" in names:
+        raise ValueError("copy0 and reverse give the same answer on every word of 1 symbol: a query cannot tell them apart")
+    for name in names:
+        family, k = _family(name)
+        if family == "add{k}" and "perm" in names and all(pi[s] == (s + k) % n for s in range(n)):
+            why = (f"every derangement of {n} symbols is a shift" if n <= 3
+                   else f"the derangement drawn from this perm_seed is the shift by {k}: choose another perm_seed")
+            raise ValueError(f"perm and {name} give the same answer on every word ({why})")
+    copies = [name for name in names if name.startswith("copy")]
+    if len(copies) > n:
+        raise ValueError(f"{', '.join(copies)} need {len(copies)} different symbols in the query, more than the "
+                         f"{n} of the alphabet")
+    if n ** word_len > ENUMERATE_UP_TO:
+        # Larger spaces need no count. With the cases above excluded, perm agrees with add k only on words whose
+        # every symbol s has pi(s) = s + k (at most n - 2 symbols; summed over k, at most ((n-2)/n)^(word_len-1)
+        # of the candidates, 0.85 at worst here) and reverse agrees with add k or perm on about n^(-word_len/2)
+        # of them (none when word_len is odd), so more than a tenth are told apart (a test measures it).
+        return
+    words = np.array(list(itertools.product(range(n), repeat=word_len)), dtype=np.int64)
+    idx = [_family(name)[1] for name in copies]
+    at_copies = np.sort(words[:, idx], axis=1)
+    words = words[(np.diff(at_copies, axis=1) != 0).all(axis=1)]  # the candidates: distinct symbols at the copies
+    lengths = [answer_len(name, word_len) for name in names]
+    answers = np.zeros((len(words), len(names), word_len), dtype=np.int64)
+    for j, name in enumerate(names):
+        answers[:, j, :lengths[j]] = apply_map(name, words, np.array(pi))
+    good = int(_told_apart(answers, lengths, n, word_len).sum())
+    if good * 64 < len(words):
+        raise ValueError(f"{'no' if good == 0 else f'only {good} of the {len(words)}'} possible query words (of "
+                         f"{word_len} from {n} symbols) give pairwise different answers for {', '.join(names)}: "
+                         f"use more symbols, longer words or fewer maps")
+
+
+class ICLMapConfig(TokenConfig):
+    """Knobs of the in-context maps (seqlab's choices; issue #6 names the families)."""
+
+    maps: str = "add1,add2,copy0,copy2,reverse,perm"  # the maps in play, a comma list of names in MAPS
+    n_symbols: int = Field(10, ge=2, le=26)  # the alphabet a, b, c, ...
+    word_len: int = Field(3, ge=1)
+    n_demos: int = Field(8, ge=0)  # demonstrations before the query (0: the zero-shot query alone)
+    n_demos_min: int | None = Field(None, ge=0)  # None: exactly n_demos; else uniform in [n_demos_min, n_demos]
+    task: str | None = None  # None: each prompt's map uniform among maps; a name: every prompt's map
+    mix: str | None = None  # "name:count,...": demonstrations of several maps, in a random order
+    score: Literal["all", "query"] = "all"  # which answers carry targets
+    perm_seed: int = Field(0, ge=0)  # draws perm's derangement
+
+    @model_validator(mode="after")
+    def _check(self):
+        names = parse_maps(self.maps, self.n_symbols, self.word_len)
+        if self.n_demos_min is not None and self.n_demos_min > self.n_demos:
+            raise ValueError(f"n_demos_min ({self.n_demos_min}) is above n_demos ({self.n_demos})")
+        if self.task is not None and self.mix is not None:
+            raise ValueError("task and mix are mutually exclusive: a prompt follows one map (task) or several (mix)")
+        if self.task is not None and self.task not in names:
+            near = difflib.get_close_matches(self.task, names, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise ValueError(f"task '{self.task}' is not in maps ({hint}maps: {', '.join(names)})")
+        if self.mix is not None:
+            parse_mix(self.mix, names)
+            if self.n_demos_min is not None:
+                raise ValueError("mix fixes the number of demonstrations (the sum of its counts): leave n_demos_min unset")
+        check_queries(names, self.n_symbols, self.word_len, derangement(self.n_symbols, self.perm_seed))
+        return self
+
+
+@register_token_task
+class ICLMap(TokenTask):
+    """In-context maps on words (issue #6): demonstrations x → y of add k, copy h, reverse or perm, then a query.
+
+    A word is word_len symbols of an alphabet of n_symbols, written a, b, c, ... The maps (MAPS):
+    `add{k}` shifts every symbol by k mod n_symbols (add1 is "next letter"); `copy{h}` is the one symbol at
+    index h; `reverse` reverses the word; `perm` maps every symbol through a derangement pi of the alphabet
+    (a uniform permutation without fixed points, drawn once from perm_seed with NumPy: the same pi for every
+    example of a config; `derangement(n_symbols, perm_seed)`).
+
+    A prompt (defaults: 10 symbols, words of 3, 8 demonstrations; map add1):
+
+        tokens   c a f → d b g ,  h h a → i i b ,  ...  b e j → c f a <eos>
+        targets  · · · d b g , ·  · · · i i b , ·  ...  · · · c f a <eos> ·
+
+    Token ids: pad 0, symbols 1 .. n (a = 1), "→" n + 1, "," n + 2, "<eos>" n + 3 (vocab_size n + 4).
+    targets[t] = tokens[t + 1] from each "→" to the token before its terminator: the answer's symbols and
+    the terminator ("," after a demonstration, <eos> after the query) are predicted; IGNORE elsewhere. With
+    score="query" only the query's answer carries targets. n_demos=0 gives the zero-shot query alone,
+    "x → y <eos>" (where a task vector is injected).
+
+    - Training prompts (mix None): one map per prompt, `task` or uniform among `maps`; n_demos
+      demonstrations (uniform in [n_demos_min, n_demos] when n_demos_min is set, for prompts longer or
+      shorter than in training), and the query answered by the same map.
+    - Mixed prompts (mix "name:count,..."): exactly count demonstrations of each named map, in a uniformly
+      random order (n_demos and n_demos_min do not apply). The query is answered by none in particular: the
+      written answer is that of a map drawn in proportion to the counts (so a mix is also a proper sequence
+      distribution: its best predictor puts count/total on each map's answer), and meta "answer" holds every
+      map's answer.
+    - Demonstration words are uniform and independent (they may repeat each other or the query). The query
+      word is uniform among the words on which all of `maps` (single-task and mixed prompts alike) give
+      pairwise different answers, so an answer names the map that gave it: it is drawn with distinct symbols
+      at the copy indices and uniform elsewhere and redrawn until that holds. The config is refused when no
+      word (or fewer than 1 in 64 of those candidates) does so: copy0 and reverse on words of one symbol, a
+      derangement that is a shift add k also in maps, more copies than symbols.
+
+    meta: "maps" (the maps in play: all of `maps`), "task" (the prompt's map; None for a mix), "demos"
+    ([[x, y], ...] as strings of letters), "demo_maps", "query" (the word), "answers" ({map: answer} for
+    every map in play), "answer" (the prompt's map's answer; for a mix, the dict of answers), "query_map"
+    (the map whose answer is written after the query), "arrows" (the token index of every "→") and
+    "query_arrow" (the query's "→": where a task vector is read and written).
+    """
+
+    name = "icl-map"
+    Config = ICLMapConfig
+
+    def __init__(self, config: ICLMapConfig | None = None):
+        super().__init__(config)
+        c = self.config
+        self.names = parse_maps(c.maps, c.n_symbols, c.word_len)
+        self.mix = parse_mix(c.mix, self.names) if c.mix is not None else None
+        # The mix's demonstration maps before shuffling: each name count times.
+        self.mix_order = [name for name, count in (self.mix or {}).items() for _ in range(count)]
+        self.pi = np.array(derangement(c.n_symbols, c.perm_seed), dtype=np.int64)
+        self._copies = [_family(name)[1] for name in self.names if name.startswith("copy")]
+        self.arrow, self.comma, self.eos = c.n_symbols + 1, c.n_symbols + 2, c.n_symbols + 3
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.n_symbols + 4
+
+    @property
+    def max_length(self) -> int:
+        c = self.config
+        pair = c.word_len + 2  # the word, "→" and the terminator, besides the answer
+        if self.mix is not None:
+            longest = max(answer_len(name, c.word_len) for name, count in self.mix.items() if count)
+            demos = sum(count * (pair + answer_len(name, c.word_len)) for name, count in self.mix.items())
+            return demos + pair + longest
+        longest = max(answer_len(name, c.word_len) for name in ([c.task] if c.task else self.names))
+        return (c.n_demos + 1) * (pair + longest)
+
+    def token_name(self, token: int) -> str:
+        n = self.config.n_symbols
+        return "<pad>" if token == 0 else LETTERS[token - 1] if token <= n else ["→", ",", "<eos>"][token - n - 1]
+
+    def _query(self, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, tuple[int, ...]]]:
+        c = self.config
+        for _ in range(MAX_REDRAWS):
+            word = rng.integers(c.n_symbols, size=c.word_len)
+            if self._copies:
+                word[self._copies] = rng.choice(c.n_symbols, size=len(self._copies), replace=False)
+            answers = {name: tuple(apply_map(name, word, self.pi).tolist()) for name in self.names}
+            if len(set(answers.values())) == len(answers):
+                return word, answers
+        raise RuntimeError(f"no query word told {c.maps} apart in {MAX_REDRAWS} draws")  # the config check rules it out
+
+    def draw(self, rng: np.random.Generator) -> TokenExample:
+        c = self.config
+        if self.mix is not None:
+            demo_maps = [self.mix_order[j] for j in rng.permutation(len(self.mix_order))]
+            query_map = demo_maps[int(rng.integers(len(demo_maps)))]  # in proportion to the counts
+            task = None
+        else:
+            task = c.task if c.task is not None else self.names[int(rng.integers(len(self.names)))]
+            lo = c.n_demos if c.n_demos_min is None else c.n_demos_min
+            demo_maps = [task] * int(rng.integers(lo, c.n_demos + 1))
+            query_map = task
+        words = rng.integers(c.n_symbols, size=(len(demo_maps), c.word_len))
+        query, answers = self._query(rng)
+        pairs = [(w.tolist(), apply_map(name, w, self.pi).tolist()) for w, name in zip(words, demo_maps)]
+        pairs.append((query.tolist(), list(answers[query_map])))
+
+        tokens: list[int] = []
+        arrows: list[int] = []
+        for j, (x, y) in enumerate(pairs):
+            arrows.append(len(tokens) + len(x))
+            tokens += [s + 1 for s in x] + [self.arrow] + [s + 1 for s in y]
+            tokens.append(self.eos if j == len(pairs) - 1 else self.comma)
+        targets = [IGNORE] * len(tokens)
+        for j, arrow in enumerate(arrows):
+            if c.score == "all" or j == len(arrows) - 1:
+                for t in range(arrow, arrow + len(pairs[j][1]) + 1):
+                    targets[t] = tokens[t + 1]
+
+        def text(symbols) -> str:
+            return "".join(LETTERS[s] for s in symbols)
+
+        answer_text = {name: text(a) for name, a in answers.items()}
+        meta = {
+            "maps": list(self.names),
+            "task": task,
+            "demos": [[text(x), text(y)] for x, y in pairs[:-1]],
+            "demo_maps": demo_maps,
+            "query": text(query),
+            "answers": answer_text,
+            "answer": answer_text[task] if task is not None else dict(answer_text),
+            "query_map": query_map,
+            "arrows": arrows,
+            "query_arrow": arrows[-1],
+        }
+        return TokenExample(tuple(tokens), tuple(targets), meta)
