@@ -69,7 +69,7 @@ def test_with_answer_writes_each_maps_answer_after_the_query_arrow():
         for b, meta in enumerate(metas):
             a = meta["query_arrow"]
             assert seqs[b, : a + 1].tolist() == tokens[b, : a + 1].tolist()
-            answer = [LETTERS.index(ch) + 1 for ch in meta["answers"][name]] + [task.eos]
+            answer = [LETTERS.index(ch) + 1 for ch in meta["answers"][name]] + [task.comma]
             assert seqs[b, a + 1: a + 1 + len(answer)].tolist() == answer
             scored = (tgts[b] != IGNORE).nonzero().flatten().tolist()
             assert scored == list(range(a, a + len(answer)))

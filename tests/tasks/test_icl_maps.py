@@ -104,10 +104,10 @@ def settings_of(cfg: dict) -> tuple:
 
 
 def read(names: list[str], w: int) -> list[tuple[str, str]]:
-    """The (word, answer) pairs of a prompt, from its token names: "<eos>" once at the end, pairs split on ","."""
-    assert names[-1] == "<eos>" and names.count("<eos>") == 1 and "<pad>" not in names
+    """The (word, answer) pairs of a prompt, from its token names: ", <eos>" once at the end, pairs split on ","."""
+    assert names[-2:] == [",", "<eos>"] and names.count("<eos>") == 1 and "<pad>" not in names
     pairs = []
-    for segment in " ".join(names[:-1]).split(" , "):
+    for segment in " ".join(names[:-2]).split(" , "):
         parts = segment.split(" ")
         assert parts.count("→") == 1, segment
         x, y = parts[:parts.index("→")], parts[parts.index("→") + 1:]
@@ -171,19 +171,19 @@ def test_every_prompt_reads_back_and_every_answer_is_recomputed(number):
                 expected[t] = tokens[t + 1]
     assert targets == expected
     terminators = [names[a + len(y) + 1] for a, (_, y) in zip(arrows, pairs)]
-    assert terminators == [","] * len(demos) + ["<eos>"] and scored[-1] == len(tokens) - 2
+    assert terminators == [","] * (len(demos) + 1) and scored[-1] == len(tokens) - 3
 
     # meta.
     assert m["demos"] == [[x, y] for x, y in demos] and m["query"] == query and m["answers"] == answers
     assert m["answer"] == (answers if mix is not None else answers[m["task"]])
-    assert m["arrows"] == arrows and m["query_arrow"] == arrows[-1] == len(tokens) - len(written) - 2
+    assert m["arrows"] == arrows and m["query_arrow"] == arrows[-1] == len(tokens) - len(written) - 3
 
     # The longest prompt the knobs allow.
     length = {name: 1 if name.startswith("copy") else w for name in maps}
     if mix is not None:
-        longest = sum(c * (w + 2 + length[k]) for k, c in mix.items()) + w + 2 + max(length[k] for k, c in mix.items() if c)
+        longest = sum(c * (w + 2 + length[k]) for k, c in mix.items()) + w + 2 + max(length[k] for k, c in mix.items() if c) + 1
     else:
-        longest = (n_demos + 1) * (w + 2 + max(length[k] for k in ([cfg["task"]] if "task" in cfg else maps)))
+        longest = (n_demos + 1) * (w + 2 + max(length[k] for k in ([cfg["task"]] if "task" in cfg else maps))) + 1
     assert task.max_length == longest >= len(tokens)
 
 
@@ -210,8 +210,8 @@ def test_the_layout_is_the_docstrings():
     def shape(text: str) -> str:
         return " ".join("x" if len(s) == 1 and s.isalpha() else s for s in text.split())
 
-    assert shape(prompt) == "x x x → x x x , x x x → x x x , x x x → x x x <eos>"
-    assert shape(target) == "x x x , x x x , x x x <eos>"
+    assert shape(prompt) == "x x x → x x x , x x x → x x x , x x x → x x x , <eos>"
+    assert shape(target) == "x x x , x x x , x x x ,"
 
 
 def test_zero_shot_is_the_query_alone():
@@ -219,8 +219,8 @@ def test_zero_shot_is_the_query_alone():
     for i in range(200):
         ex = task.example(2, "test", i)
         y = ex.meta["answers"][ex.meta["task"]]
-        assert len(ex.tokens) == 3 + 1 + len(y) + 1 and ex.meta["demos"] == [] and ex.meta["query_arrow"] == 3
-        assert ex.scored == list(range(3, 3 + len(y) + 1)) and ex.targets[-2] == task.vocab_size - 1  # <eos>
+        assert len(ex.tokens) == 3 + 1 + len(y) + 2 and ex.meta["demos"] == [] and ex.meta["query_arrow"] == 3
+        assert ex.scored == list(range(3, 3 + len(y) + 1)) and ex.targets[-3] == task.vocab_size - 2  # ","
 
 
 @pytest.mark.parametrize("n", range(2, 27))

@@ -1,11 +1,11 @@
-"""Probes of a decoder trained on `icl-map` prompts ("x → y , x → y , ... , x_q → y_q <eos>").
+"""Probes of a decoder trained on `icl-map` prompts ("x → y , x → y , ... , x_q → y_q , <eos>").
 
   map_prompts         tokens, targets and meta of prompts of one configuration
   task_vector_of      the task vector of one map: states after every block at the query's "→", averaged
   injected_accuracy   zero-shot queries "x_q →" with a vector written over one block's output at the "→":
                       the share answered exactly (teacher-forced argmax of every answer token)
-  answer_probs        P(answer string of each map) for the same prompts, the answer's tokens and its
-                      "<eos>" scored by teacher forcing (the product of the conditional probabilities,
+  answer_probs        P(answer string of each map) for the same prompts, the answer's tokens and the ","
+                      that ends it scored by teacher forcing (the product of the conditional probabilities,
                       as the superposition study's `get_probs`)
 
 Positions: a prompt's query "→" is meta["query_arrow"]; in a zero-shot query "x_q → ..." it is word_len.
@@ -48,12 +48,12 @@ def task_vector_of(model, params: dict[str, Any], name: str, seed: int, n: int, 
 
 
 def with_answer(task, tokens: torch.Tensor, metas: list[dict], name: str):
-    """Each prompt cut after its query's "→" and completed with map `name`'s answer and <eos>; targets on the
-    answer's tokens and the <eos> (what the model must write after the "→")."""
+    """Each prompt cut after its query's "→" and completed with map `name`'s answer and the "," that ends an
+    answer; targets on both (what the model must write after the "→")."""
     rows = []
     for row, meta in zip(tokens.tolist(), metas):
         head = row[: meta["query_arrow"] + 1]
-        rows.append((head, [LETTERS.index(ch) + 1 for ch in meta["answers"][name]] + [task.eos]))
+        rows.append((head, [LETTERS.index(ch) + 1 for ch in meta["answers"][name]] + [task.comma]))
     L = max(len(h) + len(a) for h, a in rows)
     out = torch.full((len(rows), L), task.pad_id, dtype=torch.long)
     tgt = torch.full((len(rows), L), IGNORE, dtype=torch.long)

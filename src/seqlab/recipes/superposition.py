@@ -3,7 +3,7 @@
 A decoder trained on `icl-map` prompts that each show one map is shown prompts whose demonstrations mix two
 (or three) maps, a share p of them from each, in a random order. The query's answers under the maps differ
 (the generator redraws the query until they do), so the probability the model gives each map's answer
-string, "y <eos>" scored by teacher forcing (the product of its tokens' probabilities, as the study's
+string, "y ," scored by teacher forcing (the product of its tokens' probabilities, as the study's
 `get_probs`), is how much it runs that map. Xiong et al. found that models, even ones trained on one task
 per prompt, answer each task with about its share of the demonstrations.
 

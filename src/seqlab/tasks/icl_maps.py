@@ -211,14 +211,16 @@ class ICLMap(TokenTask):
 
     A prompt (defaults: 10 symbols, words of 3, 8 demonstrations; map add1):
 
-        tokens   c a f → d b g ,  h h a → i i b ,  ...  b e j → c f a <eos>
-        targets  · · · d b g , ·  · · · i i b , ·  ...  · · · c f a <eos> ·
+        tokens   c a f → d b g ,  h h a → i i b ,  ...  b e j → c f a , <eos>
+        targets  · · · d b g , ·  · · · i i b , ·  ...  · · · c f a , ·   ·
 
     Token ids: pad 0, symbols 1 .. n (a = 1), "→" n + 1, "," n + 2, "<eos>" n + 3 (vocab_size n + 4).
-    targets[t] = tokens[t + 1] from each "→" to the token before its terminator: the answer's symbols and
-    the terminator ("," after a demonstration, <eos> after the query) are predicted; IGNORE elsewhere. With
-    score="query" only the query's answer carries targets. n_demos=0 gives the zero-shot query alone,
-    "x → y <eos>" (where a task vector is injected).
+    targets[t] = tokens[t + 1] from each "→" to the token before its ",": the answer's symbols and the ","
+    that ends every answer, the query's too, are predicted; IGNORE elsewhere (the <eos> after the last ","
+    is not: when the number of demonstrations varies, no model can tell the query's line from another's,
+    so a terminator that differed after the query would be a guess). With score="query" only the query's
+    answer carries targets. n_demos=0 gives the zero-shot query alone, "x → y , <eos>" (where a task
+    vector is injected).
 
     - Training prompts (mix None): one map per prompt, `task` or uniform among `maps`; n_demos
       demonstrations (uniform in [n_demos_min, n_demos] when n_demos_min is set, for prompts longer or
@@ -267,9 +269,9 @@ class ICLMap(TokenTask):
         if self.mix is not None:
             longest = max(answer_len(name, c.word_len) for name, count in self.mix.items() if count)
             demos = sum(count * (pair + answer_len(name, c.word_len)) for name, count in self.mix.items())
-            return demos + pair + longest
+            return demos + pair + longest + 1  # + the final <eos>
         longest = max(answer_len(name, c.word_len) for name in ([c.task] if c.task else self.names))
-        return (c.n_demos + 1) * (pair + longest)
+        return (c.n_demos + 1) * (pair + longest) + 1
 
     def token_name(self, token: int) -> str:
         n = self.config.n_symbols
@@ -307,7 +309,8 @@ class ICLMap(TokenTask):
         for j, (x, y) in enumerate(pairs):
             arrows.append(len(tokens) + len(x))
             tokens += [s + 1 for s in x] + [self.arrow] + [s + 1 for s in y]
-            tokens.append(self.eos if j == len(pairs) - 1 else self.comma)
+            tokens.append(self.comma)
+        tokens.append(self.eos)
         targets = [IGNORE] * len(tokens)
         for j, arrow in enumerate(arrows):
             if c.score == "all" or j == len(arrows) - 1:

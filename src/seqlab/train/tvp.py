@@ -9,11 +9,11 @@ issue gives, and says where it chooses:
 
     loss = L_icl(prompt) + weight * L_zero-shot(query, with h_layer(prompt at its query's "→") injected)
 
-- L_icl is the usual next-token loss on the demonstration prompt "x_1 → y_1 , ... , x_q → y_q <eos>".
+- L_icl is the usual next-token loss on the demonstration prompt "x_1 → y_1 , ... , x_q → y_q , <eos>".
 - h is the residual stream after block `layer` at the prompt's last "→", one vector per prompt (the
   per-prompt task vector), kept in the graph: the zero-shot loss trains the layers that form it as well as
   the ones that read it.
-- The zero-shot query is the prompt's own last line, "x_q → y_q <eos>", with h written over block `layer`'s
+- The zero-shot query is the prompt's own last line, "x_q → y_q , <eos>", with h written over block `layer`'s
   output at its "→" (replaced, as task vectors are injected at evaluation); L_zero-shot is the next-token
   loss on its answer.
 
