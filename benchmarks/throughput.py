@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import os
 import statistics
@@ -82,48 +81,23 @@ def build_seqlab(size: Size, vocab: int, tied: bool) -> Decoder:
     return Decoder(cfg, vocab)
 
 
-def build_llama(size: Size, vocab: int, tied: bool, seq_len: int, rope_base: float):
+def build_llama(seq: Decoder, seq_len: int):
+    """A LlamaForCausalLM holding `seq`'s weights, through seqlab's own export mapping (seqlab.export_hf)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    kw = dict(vocab_size=vocab, hidden_size=size.d_model, intermediate_size=size.d_mlp,
-              num_hidden_layers=size.n_layers, num_attention_heads=size.n_heads, num_key_value_heads=size.n_heads,
-              hidden_act="silu", max_position_embeddings=max(seq_len, 128), rms_norm_eps=1e-6,  # seqlab's eps
-              attention_bias=False, mlp_bias=False, attention_dropout=0.0, tie_word_embeddings=tied,
-              use_cache=False, attn_implementation="sdpa")
-    if "rope_parameters" in inspect.signature(LlamaConfig.__init__).parameters:  # transformers >= 5
-        kw["rope_parameters"] = {"rope_type": "default", "rope_theta": rope_base}
-    else:
-        kw["rope_theta"] = rope_base
-    model = LlamaForCausalLM(LlamaConfig(**kw))
+    from seqlab.export_hf import llama_config, llama_state_dict
+
+    spec = llama_config(seq.config, seq.vocab_size, max(seq_len, 128))
+    model = LlamaForCausalLM(LlamaConfig.from_dict({**spec, "use_cache": False}, attn_implementation="sdpa"))
     if model.config._attn_implementation != "sdpa":
         raise RuntimeError(f"transformers picked attention '{model.config._attn_implementation}', not sdpa")
+    tied = seq.config.tie_embeddings
     if tied != (model.lm_head.weight is model.model.embed_tokens.weight):
         raise RuntimeError("transformers did not honour tie_word_embeddings")
+    missing, unexpected = model.load_state_dict(llama_state_dict(seq), strict=False)
+    if unexpected or set(missing) - ({"lm_head.weight"} if tied else set()):
+        raise RuntimeError(f"weights do not fit the Llama (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model
-
-
-@torch.no_grad()
-def copy_weights(src: Decoder, dst) -> None:
-    """seqlab -> Llama: qkv rows [q; k; v] (heads contiguous within each) -> q/k/v_proj; SwiGLU `up`
-    rows [gate; up] -> gate_proj, up_proj; down -> down_proj; norms, embedding and head as they are."""
-    d, hidden = src.config.d_model, src.config.hidden
-    m = dst.model
-    m.embed_tokens.weight.copy_(src.tok_emb.weight)
-    for block, layer in zip(src.blocks, m.layers, strict=True):
-        q, k, v = block.mixer.qkv.weight.split(d, dim=0)
-        layer.self_attn.q_proj.weight.copy_(q)
-        layer.self_attn.k_proj.weight.copy_(k)
-        layer.self_attn.v_proj.weight.copy_(v)
-        layer.self_attn.o_proj.weight.copy_(block.mixer.proj.weight)
-        gate, up = block.mlp.up.weight.split(hidden, dim=0)
-        layer.mlp.gate_proj.weight.copy_(gate)
-        layer.mlp.up_proj.weight.copy_(up)
-        layer.mlp.down_proj.weight.copy_(block.mlp.down.weight)
-        layer.input_layernorm.weight.copy_(block.norm1.weight)
-        layer.post_attention_layernorm.weight.copy_(block.norm2.weight)
-    m.norm.weight.copy_(src.norm.weight)
-    if dst.lm_head.weight is not m.embed_tokens.weight:
-        dst.lm_head.weight.copy_(src.head.weight)
 
 
 def seqlab_loss(model: Decoder):
@@ -216,10 +190,9 @@ def build_pair(size: Size, args, device: torch.device):
     """seqlab's decoder and a Llama with the same sizes, holding the same weights."""
     torch.manual_seed(args.seed)
     tied = not args.untied
-    seq = build_seqlab(size, args.vocab, tied).to(device)
-    hf = build_llama(size, args.vocab, tied, args.seq_len, seq.config.rope_base).to(device)
-    copy_weights(seq, hf)
-    return seq, hf
+    seq = build_seqlab(size, args.vocab, tied)
+    hf = build_llama(seq, args.seq_len)
+    return seq.to(device), hf.to(device)
 
 
 def bench_size(size: Size, args, device: torch.device, peak: Peak, log) -> dict:
@@ -312,9 +285,11 @@ def print_table(result: dict) -> None:
     for col in ("size DxLxHxF", "params", "seqlab tok/s", "HF tok/s", "seqlab / HF", "seqlab ms/step",
                 "HF ms/step", "seqlab GFLOP/s", "seqlab MFU", "HF MFU"):
         t.add_column(col, justify="right")
+    def spread(x):  # half the min-max range over rounds, in % of the median
+        return f" ±{50 * (max(x['tokens_per_s_rounds']) - min(x['tokens_per_s_rounds'])) / x['tokens_per_s']:.0f}%"
+
     for r in result["sizes"]:
         s, h = r["seqlab"], r["hf"]
-        spread = lambda x: f" ±{50 * (max(x['tokens_per_s_rounds']) - min(x['tokens_per_s_rounds'])) / x['tokens_per_s']:.0f}%"
         t.add_row(r["size"], f"{r['params'] / 1e6:.2f}M", f"{s['tokens_per_s']:,.0f}{spread(s)}",
                   f"{h['tokens_per_s']:,.0f}{spread(h)}", f"{r['ratio_paired_median']:.3f}",
                   f"{s['ms_per_step']:.1f}", f"{h['ms_per_step']:.1f}", f"{s['model_gflops_per_s']:.1f}",
@@ -326,7 +301,8 @@ def print_table(result: dict) -> None:
             f"(best {pk['best_gflops_per_s']:.1f}) over {len(pk['rounds'])} samples; MFU uses the median")
     c.print(f"batch {env['batch']} x seq {env['seq_len']}, vocab {env['vocab']}, "
             f"{'tied' if env['tied'] else 'untied'} embeddings, torch {env['torch']} ({env['threads']} threads), "
-            f"transformers {env['transformers']}, {'torch.compile, ' if env['compile'] else ''}median of {env['rounds']} rounds x {env['steps']} steps; "
+            f"transformers {env['transformers']}, {'torch.compile, ' if env['compile'] else ''}"
+            f"median of {env['rounds']} rounds x {env['steps']} steps; "
             "± is half the min-max range over rounds; seqlab / HF is the median of the rounds' own ratios")
     c.print("model FLOPs/step = 6 * N * tokens + 12 * n_layers * d_model * seq_len * tokens "
             "(N: params in matmuls, i.e. all but the input embedding table)")

@@ -326,6 +326,46 @@ def reproduce(
 
 
 @app.command()
+def sweep(
+    file: Path = typer.Argument(..., help="a Python file defining CONFIGS (a list of configs) or configs()"),
+    backend: str = typer.Option("local", "--backend", help="local (a pool of processes) | ray"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="local pool size (default: cores // threads)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (Ray CPUs) per run"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="a running Ray cluster (default: start one here)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="sweep directory (default: OUT, else runs/sweeps/STEM)"),
+    summary: bool = typer.Option(False, "--summary", help="tabulate and plot the runs instead of training"),
+    metric: Optional[str] = typer.Option(None, "--metric", help="--summary: the metric to plot (default: the run kind's)"),
+    by: Optional[str] = typer.Option(None, "--by", help="--summary: the config key on the x axis"),
+    spread: str = typer.Option("minmax", "--spread", help="--summary: band over seeds, minmax | std"),
+):
+    """Train every config of a sweep file (a rerun skips finished runs and resumes the others), or summarize it."""
+    from seqlab import sweeps
+
+    if not summary and (metric or by or spread != "minmax"):
+        raise BadInput("--metric, --by and --spread go with --summary")
+    sw = sweeps.load_sweep(file, out_dir)
+    if summary:
+        from seqlab.sweeps_summary import summarize, tables
+
+        result = summarize(sw, metric, by, spread)
+        for table in tables(result):
+            out.print(table)
+        typer.echo(f"wrote {result['csv']}" + (f" and {result['plot']}" if result["plot"] else ""), err=True)
+        return
+    try:
+        result = sweeps.run_sweep(sw, backend, workers, threads, ray_address)
+    except KeyboardInterrupt:  # typer would turn it into a silent exit 0 (seqlab's main does not see it)
+        typer.echo(f"interrupted: rerun `seqlab sweep {file}` to resume the unfinished runs", err=True)
+        sys.exit(130)
+    for f in result["failed"]:
+        typer.echo(f"failed: {f['label']} ({file}, config {f['index']}): {f['type']}: {f['message']}", err=True)
+    typer.echo(f"{result['n']} runs: {len(result['finished'])} finished now, {len(result['skipped'])} finished before, "
+               f"{len(result['failed'])} failed; sweep in {result['out']}", err=True)
+    if result["failed"]:
+        raise RunFailed(f"{len(result['failed'])} of {result['n']} runs failed (tracebacks in {result['out']}/failures.json)")
+
+
+@app.command()
 def report(path: Path = typer.Argument(..., help="a run directory or a recipe output folder")):
     """Write report.md for a run directory, or again for a recipe's output folder."""
     if (path / "results.json").is_file():
@@ -336,6 +376,21 @@ def report(path: Path = typer.Argument(..., help="a run directory or a recipe ou
         from seqlab.report import write_run_report
 
         typer.echo(str(write_run_report(path)))
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a text-task or token-task run holding a decoder"),
+    out_dir: Path = typer.Argument(..., help="folder to write (a previous export there is replaced)"),
+    to: str = typer.Option(..., "--to", help="target: hf (a transformers Llama model directory)"),
+):
+    """Write a trained decoder for another library: --to hf gives a transformers Llama directory."""
+    if to != "hf":
+        raise BadInput(f"unknown export target '{to}' (the only target is hf)")
+    from seqlab.export_hf import export_hf
+
+    note = export_hf(run_dir, out_dir)
+    typer.echo(f"step {note['source']['step']} of {run_dir} as a Llama (position {note['position']}) in {out_dir}", err=True)
 
 
 def main() -> None:

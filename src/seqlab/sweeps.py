@@ -22,7 +22,6 @@ import json
 import os
 import re
 import runpy
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import seqlab
 from seqlab import run_kinds
 from seqlab.errors import BadInput
 from seqlab.io import read_json, write_json
+from seqlab.sweeps_backends import available_cores, connect_ray, run_pool, run_ray
 
 LABEL_OK = re.compile(r"[A-Za-z0-9_.,=+-]+")
 SEED_KEY = "train.seed"
@@ -112,10 +112,16 @@ def value_text(v: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "_"
 
 
-def varying_keys(flats: list[dict[str, Any]]) -> list[str]:
-    """Dotted keys whose value differs between configs (or that only some have), seed last."""
+def varying_keys(flats: list[dict[str, Any]], kinds: list[str]) -> list[str]:
+    """Dotted keys whose value differs between configs, seed last: keys every config has, and among
+    configs of one kind, keys only some have (an optional section set in some). A key that only
+    another kind of run has (an in-context run's curriculum beside a text run) is not a difference."""
+    def differ(k: str, group: list[dict[str, Any]]) -> bool:
+        return len({json.dumps(f.get(k, "<absent>"), sort_keys=True) for f in group}) > 1
+
     keys = list(dict.fromkeys(k for f in flats for k in f))
-    varying = [k for k in keys if len({json.dumps(f.get(k, "<absent>"), sort_keys=True) for f in flats}) > 1]
+    by_kind = [[f for f, kd in zip(flats, kinds) if kd == kind] for kind in dict.fromkeys(kinds)]
+    varying = [k for k in keys if (all(k in f for f in flats) and differ(k, flats)) or any(differ(k, g) for g in by_kind)]
     return sorted(varying, key=lambda k: k == SEED_KEY)
 
 
@@ -156,7 +162,11 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     name = ns.get("NAME", path.stem)
     if not isinstance(name, str) or not name:
         raise BadInput(f"NAME in {path} must be a non-empty string")
-    out = Path(out) if out is not None else Path(ns.get("OUT") or Path("runs") / "sweeps" / path.stem)
+    if out is None:
+        out = ns.get("OUT") or Path("runs") / "sweeps" / path.stem
+        if not isinstance(out, (str, os.PathLike)):
+            raise BadInput(f"OUT in {path} must be a folder path, got {type(out).__name__}")
+    out = Path(out)
 
     kinds, typed = [], []
     for i, c in enumerate(configs):
@@ -169,7 +179,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
             raise BadInput(f"{source}[{i}]: {e}") from None
         kinds.append(kind)
     flats = [flatten(t.to_json()) for t in typed]
-    varying = varying_keys(flats)
+    varying = varying_keys(flats, kinds)
     labels = [_label(path, ns.get("label"), t, f, varying, f"{source}[{i}]") for i, (t, f) in enumerate(zip(typed, flats))]
     seen: dict[str, int] = {}
     for i, lab in enumerate(labels):
@@ -221,43 +231,7 @@ def run_state(run: SweepRun) -> str:
     return "finished" if done else "started"
 
 
-# -- one run, in a worker process or a Ray task -------------------------------------------------
-def _init_worker(threads: int) -> None:
-    """A pool worker: torch's thread pools sized before torch loads; Ctrl-C is the parent's to handle."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-
-
-def run_one(label: str, kind: str, config: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
-    """Train (or resume) one run and return what its final evaluation said, or what it raised."""
-    t0 = time.perf_counter()
-    try:
-        import torch
-
-        torch.set_num_threads(threads)  # a config's own train.threads still wins, inside train
-        summary = run_kinds.train(kind, Path(run_dir), run_kinds.resolve(kind, config), quiet=True)
-        return {"label": label, "status": "finished", "step": summary["step"], "final_eval": summary["final_eval"],
-                "seconds": time.perf_counter() - t0}
-    except Exception as e:  # anything a run raises is this run's failure, not the sweep's
-        return failure(label, e, traceback.format_exc())
-
-
-def failure(label: str, e: BaseException, tb: str = "") -> dict[str, Any]:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return {"label": label, "status": "failed", "type": type(e).__name__, "message": msg, "traceback": tb}
-
-
 # -- running a sweep ---------------------------------------------------------------------------
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def plan_workers(n_pending: int, backend: str, workers: int | None, threads: int | None,
                  configs: list[Any]) -> tuple[int, int]:
     """(workers, torch threads per run): workers x threads <= cores unless asked otherwise."""
@@ -294,11 +268,11 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int | None = None, 
 
     check_options(backend, workers, threads, ray_address)
     check_writable(sweep.out)
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     states = {r.label: run_state(r) for r in sweep.runs}
     pending = [r for r in sweep.runs if states[r.label] != "finished"]
     workers, threads = plan_workers(len(pending), backend, workers, threads, [r.config for r in sweep.runs])
-    ray_started = _connect_ray(ray_address) if backend == "ray" and pending else False
+    ray_started = connect_ray(ray_address) if backend == "ray" and pending else False
     try:
         write_sweep_json(sweep)
         n_new = sum(states[r.label] == "new" for r in pending)
@@ -354,9 +328,9 @@ def _run_jobs(sweep: Sweep, jobs: list[tuple], backend: str, workers: int, threa
             bar.update(task, advance=1, done=len(results) - failed, failed=failed)
 
         if backend == "local":
-            _run_pool(jobs, workers, threads, record)
+            run_pool(jobs, workers, threads, record)
         else:
-            _run_ray(jobs, threads, record)
+            run_ray(jobs, threads, record)
     return results
 
 
@@ -376,69 +350,3 @@ def _progress(console):
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("finished {task.fields[done]}, failed {task.fields[failed]}"), TimeElapsedColumn(),
                     console=console)
-
-
-def _run_pool(jobs: list[tuple], workers: int, threads: int, record: Callable[[dict], None]) -> None:
-    """Jobs on a pool of spawned processes. On Ctrl-C the workers are stopped where they are: every
-    checkpoint is written atomically, so each run resumes from its last one."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads,))
-    futures = {pool.submit(run_one, *job): job[0] for job in jobs}
-    try:
-        for fut in as_completed(futures):
-            try:
-                record(fut.result())
-            except BrokenProcessPool as e:  # a worker was killed (out of memory?): this pool's runs stop
-                record(failure(futures[fut], e) | {"message": "its worker process died (killed, or out of memory?)"})
-    except KeyboardInterrupt:
-        for p in list(getattr(pool, "_processes", {}).values()):
-            p.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-
-
-def _connect_ray(address: str | None) -> bool:
-    """Connect to Ray at `address`, or start a local instance on this machine's cores; True where this
-    call started it (and so the sweep shuts it down at its end)."""
-    import logging
-
-    import ray
-
-    if ray.is_initialized():  # a caller (a notebook, a test) already connected
-        return False
-    try:
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            ray.init(num_cpus=available_cores(), include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise BadInput(f"cannot start or reach Ray{' at ' + address if address else ''} ({str(e).splitlines()[0]})") from None
-    return True
-
-
-def _run_ray(jobs: list[tuple], threads: int, record: Callable[[dict], None]) -> None:
-    """The same jobs as Ray tasks of `threads` CPUs each. Paths are absolute; on a cluster every node
-    needs seqlab installed and the sweep directory on a shared filesystem."""
-    import ray
-
-    remote = ray.remote(num_cpus=threads, max_retries=0)(run_one)
-    refs = {remote.remote(*job): job[0] for job in jobs}
-    try:
-        while refs:
-            done, _ = ray.wait(list(refs), num_returns=1)
-            for ref in done:
-                label = refs.pop(ref)
-                try:
-                    record(ray.get(ref))
-                except Exception as e:  # the task's process died, or Ray lost it
-                    record(failure(label, e))
-    except KeyboardInterrupt:
-        for ref in refs:
-            ray.cancel(ref, force=True)
-        raise

@@ -186,3 +186,34 @@ def probability_by_share(curves: dict[str, dict[float, float]], path: Path, titl
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
+
+
+def mean_and_spread(curves: dict[str, list[tuple]], path: Path, xlabel: str = "", ylabel: str = "", title: str = "") -> Path:
+    """One line per label through the mean of each x, a band from lo to hi, and every run as a dot; each
+    point is (x, mean, lo, hi, values). Numeric x on a numeric axis (logarithmic where the values span
+    more than a decade, as learning rates do), anything else as categories in the order given."""
+    xs = [p[0] for pts in curves.values() for p in pts]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    cats = list(dict.fromkeys(map(str, xs)))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5), dpi=120)
+    for label, pts in curves.items():
+        pts = sorted(pts, key=lambda p: p[0]) if numeric else pts
+        pos = [p[0] if numeric else cats.index(str(p[0])) for p in pts]
+        line, = ax.plot(pos, [p[1] for p in pts], marker="o", markersize=4, label=label)
+        ax.fill_between(pos, [p[2] for p in pts], [p[3] for p in pts], color=line.get_color(), alpha=0.18, linewidth=0)
+        for x, p in zip(pos, pts):
+            ax.scatter([x] * len(p[4]), p[4], color=line.get_color(), s=8, alpha=0.5, zorder=3)
+    if numeric and min(xs) > 0 and max(xs) / min(xs) > 10:
+        ax.set_xscale("log")
+    if numeric and len(set(xs)) <= 12:  # a sweep's few values, each marked
+        ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])
+        ax.minorticks_off()
+    if not numeric:
+        ax.set_xticks(range(len(cats)), cats, rotation=30 if max(map(len, cats)) > 8 else 0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    if len(curves) > 1:  # one curve is named by the axis
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
