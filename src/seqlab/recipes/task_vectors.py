@@ -37,12 +37,14 @@ def site_grid(model, params: dict[str, Any], name: str, seed: int, n_vector: int
     return grid
 
 
-def locality(grid: np.ndarray, zero_shot: float, icl: float) -> dict[str, float]:
+def locality(grid: np.ndarray, zero_shot: float, icl: float) -> dict[str, float | None]:
+    """None where a measure is undefined: no site beats zero-shot (nothing to concentrate) or ICL scores 0
+    (results.json is strict JSON, which has no NaN)."""
     gains = np.clip(grid - zero_shot, 0, None)
     best = np.unravel_index(int(np.argmax(grid)), grid.shape)
     return {"best_layer": int(best[0]), "best_offset": int(best[1]), "best_injection": float(grid[best]),
-            "concentration": float(gains.max() / gains.sum()) if gains.sum() > 0 else float("nan"),
-            "recovered": float(grid[best] / icl) if icl > 0 else float("nan")}
+            "concentration": float(gains.max() / gains.sum()) if gains.sum() > 0 else None,
+            "recovered": float(grid[best] / icl) if icl > 0 else None}
 
 
 def run(ctx: Context) -> Outcome:
@@ -62,13 +64,17 @@ def run(ctx: Context) -> Outcome:
                         **{f"{name}.injection.layer{layer}": float(grid[layer, 0]) for layer in range(grid.shape[0])}})
     names = map_names(params)
     for key in ("icl_accuracy", "zero_shot", "best_injection", "concentration", "recovered"):
-        values = [metrics[f"{n}.{key}"] for n in names if not np.isnan(metrics[f"{n}.{key}"])]
-        metrics[f"mean.{key}"] = float(np.mean(values)) if values else float("nan")
+        values = [metrics[f"{n}.{key}"] for n in names if metrics[f"{n}.{key}"] is not None]
+        metrics[f"mean.{key}"] = float(np.mean(values)) if values else None
     accuracy_by_layer(curves, ctx.out / "plots" / "injection_by_layer.png",
                       title="task vector injected at the query's arrow into zero-shot queries",
                       reference={n: metrics[f"{n}.icl_accuracy"] for n in names})
     return Outcome(metrics=metrics, runs={"decoder": "runs/decoder"}, artifacts=["plots/injection_by_layer.png"],
                    extra={"grids": grids})
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
 
 
 def report(ctx: Context, results: dict[str, Any]) -> str:
@@ -86,9 +92,10 @@ def report(ctx: Context, results: dict[str, Any]) -> str:
         cells = " | ".join(f"{m[f'{n}.injection.layer{la}']:.3f}" for la in layers)
         lines.append(f"| {n} | {m[f'{n}.icl_accuracy']:.3f} | {m[f'{n}.zero_shot']:.3f} | {cells} | "
                      f"({m[f'{n}.best_layer']}, {m[f'{n}.best_offset']}) {m[f'{n}.best_injection']:.3f} | "
-                     f"{m[f'{n}.concentration']:.3f} | {m[f'{n}.recovered']:.3f} |")
-    lines.append(f"\nMean over maps: best injection {m.get('mean.best_injection', float('nan')):.3f}, concentration "
-                 f"{m.get('mean.concentration', float('nan')):.3f}, recovered {m.get('mean.recovered', float('nan')):.3f}.\n")
+                     f"{_num(m[f'{n}.concentration'])} | {_num(m[f'{n}.recovered'])} |")
+    lines.append(f"\nMean over maps: best injection {_num(m.get('mean.best_injection'))}, concentration "
+                 f"{_num(m.get('mean.concentration'))}, recovered {_num(m.get('mean.recovered'))} (— where undefined: "
+                 "no site beats zero-shot).\n")
     lines.append("![injection by layer](plots/injection_by_layer.png)\n")
     return "\n".join(lines)
 
