@@ -147,7 +147,17 @@ def train(
     out_dir: Path = typer.Option(..., "--out", help="run directory (an existing run resumes)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
-    """Train a model; rerunning on an existing run directory resumes it."""
+    """Train a model; rerunning on an existing run directory resumes it. Under torchrun, with
+    DistributedDataParallel: train.batch_size is the global batch."""
+    from seqlab.train import distributed
+
+    try:
+        _train(args, out_dir, quiet)
+    finally:
+        distributed.stop()  # under torchrun: leave the process group
+
+
+def _train(args: list[str] | None, out_dir: Path, quiet: bool) -> None:
     from seqlab import runs
 
     base, overrides = _config_args(args)
@@ -160,7 +170,15 @@ def train(
     msg = f"step {summary['step']}"
     if ev:
         msg += f", exact match {ev['exact_match']:.4f} on {ev['n']} test problems"
-    typer.echo(f"{msg}; run in {out_dir}", err=True)
+    _say_once(f"{msg}; run in {out_dir}")
+
+
+def _say_once(msg: str) -> None:
+    """A line on stderr, from rank 0 only where torchrun started several processes."""
+    from seqlab.train.distributed import world
+
+    if world().is_main:
+        typer.echo(msg, err=True)
 
 
 def _run_kind(base: dict | None, overrides: list[str], out_dir: Path) -> str:
@@ -202,7 +220,7 @@ def _train_kind(kind: str, base: dict | None, overrides: list[str], out_dir: Pat
         msg += f", mean error {ev['error']:.4f} over every prefix of the test prompts"
     elif ev:
         msg += f", accuracy {ev['accuracy']:.4f} at the scored positions of {ev['n']} test sequences"
-    typer.echo(f"{msg}; run in {out_dir}", err=True)
+    _say_once(f"{msg}; run in {out_dir}")
 
 
 def _eval_token(run_dir: Path, n: int, seed: int | None, as_json: bool) -> None:
@@ -366,16 +384,13 @@ def sweep(
 
 
 @app.command()
-def report(path: Path = typer.Argument(..., help="a run directory or a recipe output folder")):
-    """Write report.md for a run directory, or again for a recipe's output folder."""
-    if (path / "results.json").is_file():
-        from seqlab.recipes.base import rewrite_report
+def report(path: Path = typer.Argument(..., help="a run directory, a recipe's output folder or a sweep directory")):
+    """Write report.html (one self-contained page that opens offline) in a run directory, a recipe's output
+    folder or a sweep directory, and report.md for a run or a recipe."""
+    from seqlab.report_html import write_reports
 
-        typer.echo(str(rewrite_report(path)))
-    else:
-        from seqlab.report import write_run_report
-
-        typer.echo(str(write_run_report(path)))
+    for written in write_reports(path):
+        typer.echo(str(written))
 
 
 @app.command()

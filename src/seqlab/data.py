@@ -38,6 +38,11 @@ class Batch:
     def n_tokens(self) -> int:
         return int(self.tokens.numel())
 
+    @property
+    def n_scored(self) -> int:
+        """The target tokens the model's mean loss is over (multi-process training weighs ranks by it)."""
+        return int((self.targets != IGNORE).sum())
+
 
 def collate(encoded: list[Encoded]) -> Batch:
     """Right-padded inputs and targets with the loss mask on the answer (and its EOS) only."""

@@ -83,6 +83,11 @@ class PromptBatch:
     def n_tokens(self) -> int:
         return 2 * self.xs.shape[0] * self.xs.shape[1]
 
+    @property
+    def n_scored(self) -> int:
+        """The points the model's mean squared error is over (multi-process training weighs ranks by it)."""
+        return int(self.scored.sum()) if self.scored is not None else int(self.ys.numel())
+
 
 class PromptStream(Stream):
     """Train-split prompts of one function class, following a curriculum."""

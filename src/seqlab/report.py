@@ -23,10 +23,15 @@ def claims_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def results_header(results: dict[str, Any], title: str) -> str:
+def reproduce_command(results: dict[str, Any]) -> str:
+    """The `seqlab reproduce` command line that wrote a recipe's results.json."""
     options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(results.get("options", {}).items()))
+    return f"seqlab reproduce {results['recipe']}{options} --budget {results['budget']} --seed {results['seed']}"
+
+
+def results_header(results: dict[str, Any], title: str) -> str:
     return (f"# {title}\n\n"
-            f"`seqlab reproduce {results['recipe']}{options} --budget {results['budget']} --seed {results['seed']}` · "
+            f"`{reproduce_command(results)}` · "
             f"device {results['device']} · seqlab {results['seqlab_version']} · {results['wall_seconds']:.0f} s\n\n"
             f"## Claims\n\n{claims_table(results)}\n")
 

@@ -31,6 +31,8 @@ from seqlab.models import TABLE_POSITIONS
 from seqlab.models import build as build_model
 from seqlab.train import RunConfig, Trainer, pick_device
 from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
+from seqlab.train.config import TRACKING_KEYS
+from seqlab.train.distributed import world
 
 CONFIG_META_KEYS = ("seqlab_version", "git_commit")
 
@@ -123,6 +125,9 @@ def read_run_config(run_dir: Path) -> RunConfig:
     return parse_config(RunConfig, {k: v for k, v in data.items() if k not in CONFIG_META_KEYS})
 
 
+WRITE_PROBE = ".seqlab-write-probe-"
+
+
 def check_writable(path: Path) -> None:
     """Fail early, with one line, where `path` (or the folder it would be made in) cannot be written.
 
@@ -131,7 +136,7 @@ def check_writable(path: Path) -> None:
     path = Path(path).absolute()
     probe_dir = path if path.exists() else next(p for p in path.parents if p.exists())
     try:
-        fd, probe = tempfile.mkstemp(dir=probe_dir, prefix=".seqlab-write-probe-")
+        fd, probe = tempfile.mkstemp(dir=probe_dir, prefix=WRITE_PROBE)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -139,9 +144,11 @@ def check_writable(path: Path) -> None:
 
 
 def _same_run(old, new) -> str | None:
-    """The first difference that makes `new` a different experiment from `old` (train.steps may grow)."""
+    """The first difference that makes `new` a different experiment from `old` (train.steps may grow, and
+    trackers may change)."""
     a, b = old.to_json(), new.to_json()
-    a["train"].pop("steps"), b["train"].pop("steps")
+    for k in ("steps", *TRACKING_KEYS):
+        a["train"].pop(k, None), b["train"].pop(k, None)
     for section in a:
         if not isinstance(a[section], dict):  # a top-level value such as an ICL run's "kind"
             if a[section] != b.get(section):
@@ -167,16 +174,19 @@ def prepare_run(out: Path, config, read=read_run_config, default=RunConfig):
         if diff:
             raise BadInput(f"{out} holds a different run ({diff}); choose a new --out")
         return config
-    if out.exists() and any(out.iterdir()):
+    # Probe files aside: under torchrun another process of the same run may be probing `out` right now.
+    if out.exists() and any(not p.name.startswith(WRITE_PROBE) for p in out.iterdir()):
         raise BadInput(f"{out} exists and is not a seqlab run directory; choose a new --out")
     return config if config is not None else default()
 
 
 def write_run_config(out: Path, config, resumed: bool) -> None:
-    """config.json for a new run, or its train section again when a run resumes with more steps."""
+    """config.json for a new run, or its train section again when a run resumes with more steps or other trackers."""
+    if not world().is_main:  # under torchrun, rank 0 writes
+        return
     if not resumed and not is_run_dir(out):
         write_json(out / "config.json", {**config.to_json(), "seqlab_version": seqlab.__version__, "git_commit": git_commit()})
-    elif config.train.steps != read_json(out / "config.json")["train"]["steps"]:
+    elif config.train.to_json() != read_json(out / "config.json")["train"]:  # more steps, other trackers
         write_json(out / "config.json", {**read_json(out / "config.json"), "train": config.train.to_json()})
 
 

@@ -36,6 +36,9 @@ from seqlab.sweeps_backends import available_cores, connect_ray, run_pool, run_r
 LABEL_OK = re.compile(r"[A-Za-z0-9_.,=+-]+")
 SEED_KEY = "train.seed"
 HASH_SKIPS = ("train.steps",)  # raising steps and rerunning continues the runs, as `seqlab train` does
+# How a run is watched is not what it is (seqlab.train.config.TRACKING_KEYS): turning a tracker on keeps
+# the run directories, and the names of sweeps made before these keys existed.
+HASH_SKIPS += ("train.tracking", "train.wandb_project", "train.wandb_mode")
 
 
 @dataclass

@@ -88,6 +88,11 @@ class TokenBatch:
     def n_tokens(self) -> int:
         return int(self.tokens.numel())
 
+    @property
+    def n_scored(self) -> int:
+        """The positions the model's mean loss is over (multi-process training weighs ranks by it)."""
+        return int((self.targets != -100).sum())
+
 
 class TokenStream(Stream):
     """Training batch `step` holds train examples step * B .. step * B + B - 1."""

@@ -217,3 +217,24 @@ def mean_and_spread(curves: dict[str, list[tuple]], path: Path, xlabel: str = ""
     if len(curves) > 1:  # one curve is named by the axis
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
+
+
+def loss_by_step(steps: list[int], losses: list[float], title: str = "") -> bytes:
+    """Training loss (y; logarithmic where it spans more than a decade) against step (x), as PNG bytes: for
+    a report to embed where the run drew no loss plot of its own, so nothing is written to the run."""
+    import io
+
+    fig, ax = plt.subplots(figsize=(8.5, 3.6), dpi=110)
+    ax.plot(steps, losses, marker="o" if len(steps) <= 40 else None, markersize=3)
+    positive = [v for v in losses if v > 0]
+    if positive and max(positive) / min(positive) > 10:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

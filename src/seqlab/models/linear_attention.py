@@ -142,3 +142,8 @@ class LinearTransformer(nn.Module):
             return F.mse_loss(self(xs, ys).float(), ys[:, -1].float())
         keep = scored[:, -1].float()
         return (((self(xs, ys).float() - ys[:, -1].float()) ** 2) * keep).sum() / keep.sum().clamp_min(1)
+
+    def loss_terms(self, batch) -> int:
+        """The terms `loss` averages over: the prompts whose last point is scored, not every scored point
+        (a batch's `n_scored`); multi-process training weighs each process's loss by it."""
+        return int(batch.scored[:, -1].sum()) if batch.scored is not None else int(batch.xs.shape[0])

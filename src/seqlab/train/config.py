@@ -39,6 +39,20 @@ class TrainConfig(Config):
     target_metric: Literal["exact_match", "accuracy"] = "exact_match"
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    # Trackers beside metrics.jsonl (see seqlab.train.tracking). They show a run and do not change it, so a
+    # run may be resumed with others than it started with.
+    tracking: list[Literal["tensorboard", "wandb"]] = []
+    wandb_project: str = "seqlab"
+    wandb_mode: Literal["auto", "offline", "online"] = "auto"  # auto: online only where WANDB_API_KEY is set
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _tracking(cls, v: Any) -> Any:
+        """train.tracking=tensorboard,wandb (or [tensorboard], or none) on the command line, as a list."""
+        if isinstance(v, str):
+            v = v.strip().strip("[]")
+            v = [] if v.lower() in ("", "none", "null") else [x.strip().strip("'\"") for x in v.split(",")]
+        return list(dict.fromkeys(v)) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
 
     @model_validator(mode="after")
     def _check(self):
@@ -56,6 +70,9 @@ class TrainConfig(Config):
             raise ValueError("target_accuracy must lie in (0, 1]")
         return self
 
+
+# Train settings that say how a run is watched, not what it is: a resumed run may change them.
+TRACKING_KEYS = ("tracking", "wandb_project", "wandb_mode")
 
 DEFAULT_TASK = "addition"
 

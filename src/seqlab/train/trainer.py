@@ -20,9 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from seqlab.data import Stream
 from seqlab.errors import RunFailed
 from seqlab.io import atomic_write_text, read_jsonl
+from seqlab.train import distributed
 from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from seqlab.train.config import TrainConfig
 from seqlab.train.schedule import lr_at
+from seqlab.train.tracking import Trackers, open_trackers
 
 Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
 
@@ -58,12 +60,14 @@ class Trainer:
         """`objective(*batch.model_args())` is the training loss: `model.loss` unless given (the TVP-loss
         wraps the model's own loss); checkpoints hold the model's weights either way."""
         self.c, self.stream, self.run_dir = config, stream, Path(run_dir)
-        self.device = pick_device(config.device)
+        self.world = distributed.world()  # under torchrun: this process's rank; rank 0 alone writes and prints
+        self.device = distributed.start(self.world, pick_device(config.device), config.batch_size)
         self.model = model.to(self.device)
         self.opt = make_optimizer(self.model, config)
         self.evaluate = evaluate
-        self.quiet = quiet
+        self.quiet = quiet or not self.world.is_main
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.trackers = Trackers()  # TensorBoard, W&B: what train.tracking names, open while fit runs
         self.step = 0
         # loss_window: (sum, count) of losses since the last log line, kept in checkpoints so a resumed
         # run logs exactly the averages an uninterrupted one would.
@@ -72,21 +76,22 @@ class Trainer:
         self.state: dict[str, Any] = {"stopped_early": False, "best_eval": None, "train_seconds": 0.0, "fit_seconds": 0.0,
                                       "loss_window": [0.0, 0]}
         loss = objective if objective is not None else self.model.loss
-        self._forward = torch.compile(loss) if config.compile else loss
+        self._forward = distributed.wrap(self.model, torch.compile(loss) if config.compile else loss, self.world, self.device)
 
     # -- resume --------------------------------------------------------------------------------
     def resume(self) -> bool:
         """Load the newest checkpoint if there is one; drop metrics logged after it."""
         path = latest_checkpoint(self.run_dir)
         if path is None:  # killed before its first checkpoint: start again from step 0
-            if self.metrics_path.exists():
+            if self.metrics_path.exists() and self.world.is_main:
                 atomic_write_text(self.metrics_path, "")
             return False
         state = load_checkpoint(path, self.model, self.opt)
         self.step = state["step"]
         self.state.update({k: state[k] for k in self.state if k in state})
-        kept = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= self.step]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        if self.world.is_main:  # every rank loads the checkpoint; one rewrites the metrics
+            kept = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= self.step]
+            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         return True
 
     @property
@@ -105,10 +110,10 @@ class Trainer:
                    min_lr_ratio=c.min_lr_ratio, decay_frac=c.decay_frac)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        batch = batch.to(self.device)
+        batch = distributed.shard(batch, self.world).to(self.device)  # this rank's rows of the global batch
         with self._autocast():
             loss = self._forward(*batch.model_args())
-        value = loss.item()
+        loss, value = distributed.global_mean(loss, batch, self.world, self.model)  # value: the global batch's loss
         if not math.isfinite(value):
             raise RunFailed(
                 f"loss became {value} at step {step + 1}; stopped. The last good checkpoint is kept "
@@ -119,14 +124,16 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return value, batch.n_tokens
+        return value, batch.n_tokens * self.world.size
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        self.trackers.log(record["step"], record)
 
     def _checkpoint(self) -> None:
-        save_checkpoint(self.run_dir, self.step, self.model, self.opt, self.state, keep=self.c.keep_checkpoints)
+        if self.world.is_main:
+            save_checkpoint(self.run_dir, self.step, self.model, self.opt, self.state, keep=self.c.keep_checkpoints)
 
     def _progress(self) -> Progress:
         cols = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -141,7 +148,9 @@ class Trainer:
         tok_sum, t_log = 0, time.perf_counter()
         fit_start, fit_before = t_log, self.state["fit_seconds"]  # fit_seconds as of this fit's start
         batches = self.stream.prefetch(self.step, c.steps)
-        with self._progress() as bar, contextlib.closing(batches):
+        with self._progress() as bar, contextlib.closing(batches), \
+                contextlib.closing(open_trackers(c, self.run_dir, self.step) if self.world.is_main
+                                   else Trackers()) as self.trackers:
             task_id = bar.add_task("train", total=c.steps, completed=self.step, info="")
             while not self.finished:
                 t0 = time.perf_counter()
@@ -159,7 +168,7 @@ class Trainer:
                     self.state["loss_window"] = [0.0, 0]
                     tok_sum, t_log = 0, now
                 if self.evaluate is not None and (self.step % c.eval_every == 0 or self.step == c.steps):
-                    last_eval = self.evaluate(self.model)
+                    last_eval = distributed.on_main(lambda: self.evaluate(self.model), self.world)
                     self.model.train()
                     record.update({f"eval_{k}": v for k, v in last_eval.items() if isinstance(v, (int, float))})
                     score = last_eval.get(c.target_metric)  # None for a regression evaluator
@@ -168,7 +177,7 @@ class Trainer:
                         if c.target_accuracy is not None and score >= c.target_accuracy:
                             self.state["stopped_early"] = True
                     t_log = time.perf_counter()  # evaluation time is not training throughput
-                if record:
+                if record and self.world.is_main:
                     self._log({"step": self.step, **record, "train_seconds": round(self.state["train_seconds"], 3)})
                     info = f"loss {record['loss']:.4f}" if "loss" in record else ""
                     if "tokens_per_s" in record:
