@@ -185,9 +185,8 @@ def _run_kind(base: dict | None, overrides: list[str], out_dir: Path) -> str:
     """Which kind of run a train command is about: "icl" (an in-context function class), "token" (a
     token task) or "text" (a task with a text format), from its task name or the run it resumes."""
     from seqlab.configs import apply_overrides
+    from seqlab.run_kinds import kind_of_task
     from seqlab.runs import is_run_dir
-    from seqlab.tasks.function_classes import FUNCTIONS
-    from seqlab.tasks.token_base import TOKEN_TASKS
 
     if base is None and not overrides:
         return _stored_kind(out_dir) if is_run_dir(out_dir) else "text"
@@ -195,7 +194,7 @@ def _run_kind(base: dict | None, overrides: list[str], out_dir: Path) -> str:
     name = task if isinstance(task, str) else task.get("name") if isinstance(task, dict) else None
     if name is None and is_run_dir(out_dir):  # a resume that changes other settings only
         return _stored_kind(out_dir)
-    return "icl" if name in FUNCTIONS else "token" if name in TOKEN_TASKS else "text"
+    return kind_of_task(name)
 
 
 def _stored_kind(run_dir: Path) -> str:
