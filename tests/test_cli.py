@@ -222,3 +222,17 @@ def test_self_improve_command_runs_resumes_and_refuses_bad_input(cli, tmp_path):
     line = _one_line_error(*cli("self-improve", *SELF_IMPROVE[:-1], "self_improve.eval_n=3", "--out", out))
     assert "different self-improvement run" in line
     assert _snapshot(out) == before
+
+
+def test_ctrl_c_exits_130_with_one_line(cli, monkeypatch, tmp_path):
+    """typer catches KeyboardInterrupt itself and hands back 130; main must pass it on, not exit 0."""
+    import seqlab.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(seqlab.cli, "_train", interrupted)
+    code, _, err = cli("train", "--out", tmp_path / "run", "task.name=addition")
+    assert code == 130
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted") and "Traceback" not in err

@@ -17,3 +17,14 @@ def test_read_jsonl_drops_a_torn_last_line(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"step": 1}\n{"step": 2}\n{"ste')
     assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
+
+
+def test_atomic_write_gives_the_mode_open_gives(tmp_path):
+    """mkstemp makes 0600 files; a report written for others to read must not be private."""
+    import stat
+
+    from seqlab.io import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    (tmp_path / "b.txt").write_text("x")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == stat.S_IMODE((tmp_path / "b.txt").stat().st_mode)

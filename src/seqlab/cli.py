@@ -371,7 +371,7 @@ def sweep(
         return
     try:
         result = sweeps.run_sweep(sw, backend, workers, threads, ray_address)
-    except KeyboardInterrupt:  # typer would turn it into a silent exit 0 (seqlab's main does not see it)
+    except KeyboardInterrupt:  # a sweep says how to resume itself; main's line is about one run
         typer.echo(f"interrupted: rerun `seqlab sweep {file}` to resume the unfinished runs", err=True)
         sys.exit(130)
     for f in result["failed"]:
@@ -409,7 +409,13 @@ def export(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode typer returns an exit code instead of exiting: 130 for Ctrl-C, which it
+        # catches itself, so KeyboardInterrupt never reaches the handler below from a command's body.
+        code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except BadInput as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -422,7 +428,8 @@ def main() -> None:
         typer.echo(f"error: {e.format_message()}", err=True)
         sys.exit(2 if e.exit_code not in (0, 1) else e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
+        typer.echo("interrupted: a run directory resumes from its last checkpoint when the command is run again",
+                   err=True)
         sys.exit(130)
     except BrokenPipeError:  # `seqlab tasks | head`
         sys.stderr.close()
