@@ -172,3 +172,54 @@ def test_ray_backend_runs_the_same_sweep(cli, tmp_path):
     assert code == 0, err
     assert "2 finished now" in err and "Ray, 1 CPU per run" in err
     assert [checkpoint_step(p) for p in sorted((tmp_path / "out" / "runs").iterdir())] == [12, 12]
+
+
+def _pool_workers(parent: int) -> list[int]:
+    """The pids of the spawned pool workers that are children of `parent` (not Python's resource tracker)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"spawn_main" in cmd:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the pool's workers through /proc")
+def test_a_killed_worker_fails_no_run(tmp_path):
+    """SIGKILL one pool worker mid-sweep (as the out-of-memory killer would): the broken pool's runs are
+    tried again, those under way each alone from their checkpoints, and every run finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    steps = 400
+    configs = [tiny(train={"seed": s, "steps": steps, "checkpoint_every": 20, "eval_every": steps}) for s in (0, 1)]
+    file = write_sweep(tmp_path / "kill.py", configs, tmp_path / "out")
+    sweep = subprocess.Popen([sys.executable, "-m", "seqlab", "sweep", str(file), "--workers", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and sweep.poll() is None and time.monotonic() < deadline:
+        started = [p for p in (tmp_path / "out" / "runs").glob("*") if checkpoint_step(p)] \
+            if (tmp_path / "out" / "runs").exists() else []
+        workers = _pool_workers(sweep.pid)
+        if started and workers:
+            killed = workers[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    _, err = sweep.communicate(timeout=600)
+    assert killed is not None, "the sweep ended before a worker could be killed"
+    assert sweep.returncode == 0, err
+    assert "a worker process died" in err and "Traceback" not in err
+    assert "2 finished now, 0 finished before, 0 failed" in err
+    for run in (tmp_path / "out" / "runs").iterdir():
+        assert checkpoint_step(run) == steps
+        logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert logged == sorted(set(logged)) and logged[-1] == steps  # resumed, no step logged twice

@@ -331,7 +331,7 @@ def _run_jobs(sweep: Sweep, jobs: list[tuple], backend: str, workers: int, threa
             bar.update(task, advance=1, done=len(results) - failed, failed=failed)
 
         if backend == "local":
-            run_pool(jobs, workers, threads, record)
+            run_pool(jobs, workers, threads, record, say=lambda line: bar.console.print(line, highlight=False))
         else:
             run_ray(jobs, threads, record)
     return results

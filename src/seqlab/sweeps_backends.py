@@ -9,24 +9,31 @@ import os
 import re
 import time
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable
 
 from seqlab import run_kinds
 from seqlab.errors import BadInput
 
+_started = None  # in a pool worker: the queue that run_one tells which run it begins
 
-def _init_worker(threads: int) -> None:
+
+def _init_worker(threads: int, started=None) -> None:
     """A pool worker: torch's thread pools sized before torch loads; Ctrl-C is the parent's to handle."""
     import signal
 
+    global _started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
+    _started = started
 
 
 def run_one(label: str, kind: str, config: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
     """Train (or resume) one run and return what its final evaluation said, or what it raised."""
+    if _started is not None:
+        _started.put(label)
     try:
         import torch
 
@@ -52,28 +59,60 @@ def available_cores() -> int:
 
 
 
-def run_pool(jobs: list[tuple], workers: int, threads: int, record: Callable[[dict], None]) -> None:
+def run_pool(jobs: list[tuple], workers: int, threads: int, record: Callable[[dict], None],
+             say: Callable[[str], None] = lambda line: None) -> None:
     """Jobs on a pool of spawned processes. On Ctrl-C the workers are stopped where they are: every
-    checkpoint is written atomically, so each run resumes from its last one."""
+    checkpoint is written atomically, so each run resumes from its last one.
+
+    A worker that dies (killed, out of memory) breaks the whole pool, and every run in it with it. The runs
+    that had not begun go on in a fresh pool; each that was under way is tried again alone afterwards,
+    resuming from its checkpoint, so only a run whose own worker dies is marked failed."""
+    queue, alone = list(jobs), []
+    while queue or alone:
+        batch, width = (queue, workers) if queue else ([alone.pop(0)], 1)
+        queue = []
+        unfinished, started = _pool_batch(batch, width, threads, record)
+        if unfinished and (width == 1 or not started & {job[0] for job in unfinished}):
+            # alone, its death is its own; a pool whose workers die before any run begins cannot run these
+            for job in unfinished:
+                record(failure(job[0], BrokenProcessPool()) | {"message": "its worker process died (killed, or out of memory?)"})
+            continue
+        again = [job[0] for job in unfinished if job[0] in started]
+        if unfinished:
+            say(f"a worker process died (killed, or out of memory?); {len(again)} run{'s' * (len(again) != 1)} it may "
+                f"have been running will be tried again alone: {', '.join(again)}")
+        alone += [job for job in unfinished if job[0] in started]
+        queue += [job for job in unfinished if job[0] not in started]
+
+
+def _pool_batch(jobs: list[tuple], workers: int, threads: int, record: Callable[[dict], None]) -> tuple[list[tuple], set[str]]:
+    """Run `jobs` on one pool; returns the jobs a dead worker left unfinished and the labels of every run
+    that began."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads,))
-    futures = {pool.submit(run_one, *job): job[0] for job in jobs}
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.SimpleQueue()
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
+                               initargs=(threads, started))
+    futures = {pool.submit(run_one, *job): job for job in jobs}
+    unfinished = []
     try:
         for fut in as_completed(futures):
             try:
                 record(fut.result())
-            except BrokenProcessPool as e:  # a worker was killed (out of memory?): this pool's runs stop
-                record(failure(futures[fut], e) | {"message": "its worker process died (killed, or out of memory?)"})
+            except BrokenProcessPool:
+                unfinished.append(futures[fut])
     except KeyboardInterrupt:
         for p in list(getattr(pool, "_processes", {}).values()):
             p.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+    labels = set()
+    while not started.empty():
+        labels.add(started.get())
+    return unfinished, labels
 
 
 def connect_ray(address: str | None) -> bool:
