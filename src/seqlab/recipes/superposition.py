@@ -209,5 +209,5 @@ register(Recipe(
     ],
     run=run,
     report=report,
-    minutes={"smoke": 0.5, "cpu": 15.0},
+    minutes={"smoke": 0.5, "cpu": 19.0},
 ))
