@@ -223,3 +223,54 @@ def test_a_killed_worker_fails_no_run(tmp_path):
         assert checkpoint_step(run) == steps
         logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert logged == sorted(set(logged)) and logged[-1] == steps  # resumed, no step logged twice
+
+
+def test_pool_retry_rules(monkeypatch):
+    """The scheduling of run_pool with the pool faked: a run under way when the pool broke is tried again
+    alone and is failed only if it dies alone; runs not begun go on; a pool that keeps breaking before any
+    run begins fails what is left instead of looping."""
+    from seqlab import sweeps_backends
+
+    def fake(script):
+        calls = []
+
+        def batch(jobs, width, threads, record):
+            calls.append(([j[0] for j in jobs], width))
+            unfinished, started, n_done = script(jobs, width)
+            for job in jobs:
+                if job not in unfinished:
+                    record({"label": job[0], "status": "finished"})
+            return unfinished, started, n_done
+        return batch, calls
+
+    jobs = [(label,) for label in "abc"]
+
+    def a_dies_once(batch, width):  # the first pool breaks while "a" runs; alone, it finishes
+        if len(batch) == 3:
+            return batch, {"a"}, 0
+        return [], {b[0] for b in batch}, len(batch)
+    batch, calls = fake(a_dies_once)
+    monkeypatch.setattr(sweeps_backends, "_pool_batch", batch)
+    results, said = [], []
+    sweeps_backends.run_pool(jobs, 2, 1, results.append, said.append)
+    assert calls == [(["a", "b", "c"], 2), (["b", "c"], 2), (["a"], 1)]
+    assert sorted(r["label"] for r in results) == ["a", "b", "c"] and all(r["status"] == "finished" for r in results)
+    assert "tried again alone: a" in said[0]
+
+    def a_kills_its_worker(batch, width):
+        if any(b[0] == "a" for b in batch):
+            return batch, {"a"}, 0
+        return [], {b[0] for b in batch}, len(batch)
+    batch, calls = fake(a_kills_its_worker)
+    monkeypatch.setattr(sweeps_backends, "_pool_batch", batch)
+    results = []
+    sweeps_backends.run_pool(jobs, 2, 1, results.append)
+    assert {r["label"]: r["status"] for r in results} == {"a": "failed", "b": "finished", "c": "finished"}
+
+    def never_starts(batch, width):
+        return batch, set(), 0
+    batch, calls = fake(never_starts)
+    monkeypatch.setattr(sweeps_backends, "_pool_batch", batch)
+    results = []
+    sweeps_backends.run_pool(jobs, 2, 1, results.append)
+    assert len(calls) == 2 and [r["status"] for r in results] == ["failed"] * 3

@@ -67,27 +67,33 @@ def run_pool(jobs: list[tuple], workers: int, threads: int, record: Callable[[di
     A worker that dies (killed, out of memory) breaks the whole pool, and every run in it with it. The runs
     that had not begun go on in a fresh pool; each that was under way is tried again alone afterwards,
     resuming from its checkpoint, so only a run whose own worker dies is marked failed."""
-    queue, alone = list(jobs), []
+    queue, alone, stalls = list(jobs), [], 0
     while queue or alone:
         batch, width = (queue, workers) if queue else ([alone.pop(0)], 1)
         queue = []
-        unfinished, started = _pool_batch(batch, width, threads, record)
-        if unfinished and (width == 1 or not started & {job[0] for job in unfinished}):
-            # alone, its death is its own; a pool whose workers die before any run begins cannot run these
+        unfinished, started, n_done = _pool_batch(batch, width, threads, record)
+        if not unfinished:
+            continue
+        labels = {job[0] for job in unfinished}
+        # A run alone whose worker died killed it itself. A pool that broke twice running nothing (its
+        # workers die as they start) will not run these either.
+        stalls = 0 if n_done or started & labels else stalls + 1
+        if width == 1 or stalls == 2:
             for job in unfinished:
                 record(failure(job[0], BrokenProcessPool()) | {"message": "its worker process died (killed, or out of memory?)"})
             continue
-        again = [job[0] for job in unfinished if job[0] in started]
-        if unfinished:
-            say(f"a worker process died (killed, or out of memory?); {len(again)} run{'s' * (len(again) != 1)} it may "
-                f"have been running will be tried again alone: {', '.join(again)}")
-        alone += [job for job in unfinished if job[0] in started]
+        again = [job for job in unfinished if job[0] in started]
+        alone += again
         queue += [job for job in unfinished if job[0] not in started]
+        waiting = len(unfinished) - len(again)
+        say(f"a worker process died (killed, or out of memory?): {waiting} run{'s' * (waiting != 1)} not begun go on "
+            f"in a fresh pool" + (f"; tried again alone: {', '.join(job[0] for job in again)}" if again else ""))
 
 
-def _pool_batch(jobs: list[tuple], workers: int, threads: int, record: Callable[[dict], None]) -> tuple[list[tuple], set[str]]:
-    """Run `jobs` on one pool; returns the jobs a dead worker left unfinished and the labels of every run
-    that began."""
+def _pool_batch(jobs: list[tuple], workers: int, threads: int,
+                record: Callable[[dict], None]) -> tuple[list[tuple], set[str], int]:
+    """Run `jobs` on one pool; returns the jobs a dead worker left unfinished, the labels of every run
+    that began, and how many runs ended (finished or failed by their own error)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -96,11 +102,12 @@ def _pool_batch(jobs: list[tuple], workers: int, threads: int, record: Callable[
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
                                initargs=(threads, started))
     futures = {pool.submit(run_one, *job): job for job in jobs}
-    unfinished = []
+    unfinished, n_done = [], 0
     try:
         for fut in as_completed(futures):
             try:
                 record(fut.result())
+                n_done += 1
             except BrokenProcessPool:
                 unfinished.append(futures[fut])
     except KeyboardInterrupt:
@@ -112,7 +119,7 @@ def _pool_batch(jobs: list[tuple], workers: int, threads: int, record: Callable[
     labels = set()
     while not started.empty():
         labels.add(started.get())
-    return unfinished, labels
+    return unfinished, labels, n_done
 
 
 def connect_ray(address: str | None) -> bool:
