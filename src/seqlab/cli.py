@@ -158,18 +158,20 @@ def train(
 
 
 def _train(args: list[str] | None, out_dir: Path, quiet: bool) -> None:
-    from seqlab import runs
+    from seqlab import run_kinds
 
     base, overrides = _config_args(args)
     kind = _run_kind(base, overrides, out_dir)
-    if kind in ("icl", "token"):
-        return _train_kind(kind, base, overrides, out_dir, quiet)
-    config = runs.resolve_config(base, overrides) if (base is not None or overrides) else None
-    summary = runs.train_run(out_dir, config, quiet=quiet)
+    config = run_kinds.resolve_args(kind, base, overrides) if (base is not None or overrides) else None
+    summary = run_kinds.train(kind, out_dir, config, quiet=quiet)
     ev = summary["final_eval"]
     msg = f"step {summary['step']}"
-    if ev:
+    if ev and kind == "text":
         msg += f", exact match {ev['exact_match']:.4f} on {ev['n']} test problems"
+    elif ev and kind == "icl":
+        msg += f", mean error {ev['error']:.4f} over every prefix of the test prompts"
+    elif ev:
+        msg += f", accuracy {ev['accuracy']:.4f} at the scored positions of {ev['n']} test sequences"
     _say_once(f"{msg}; run in {out_dir}")
 
 
@@ -201,25 +203,6 @@ def _stored_kind(run_dir: Path) -> str:
     from seqlab.runs import run_kind
 
     return run_kind(run_dir) or "text"
-
-
-def _train_kind(kind: str, base: dict | None, overrides: list[str], out_dir: Path, quiet: bool) -> None:
-    """Train an in-context ("icl") or token-task ("token") run and print where it ended."""
-    if kind == "icl":
-        from seqlab.icl_runs import resolve_icl_config as resolve
-        from seqlab.icl_runs import train_icl_run as train_run
-    else:
-        from seqlab.token_runs import resolve_token_config as resolve
-        from seqlab.token_runs import train_token_run as train_run
-    config = resolve(base, overrides) if (base is not None or overrides) else None
-    summary = train_run(out_dir, config, quiet=quiet)
-    ev = summary["final_eval"]
-    msg = f"step {summary['step']}"
-    if ev and kind == "icl":
-        msg += f", mean error {ev['error']:.4f} over every prefix of the test prompts"
-    elif ev:
-        msg += f", accuracy {ev['accuracy']:.4f} at the scored positions of {ev['n']} test sequences"
-    _say_once(f"{msg}; run in {out_dir}")
 
 
 def _eval_token(run_dir: Path, n: int, seed: int | None, as_json: bool) -> None:

@@ -57,6 +57,12 @@ def resolve(kind: str, data: dict[str, Any]):
     return _functions(kind)[0](data, [])
 
 
+def resolve_args(kind: str, base: dict[str, Any] | None, overrides: list[str]):
+    """The typed config of `kind` from `seqlab train`'s arguments: a config file's sections (or None) and
+    key=value overrides."""
+    return _functions(kind)[0](base, overrides)
+
+
 def check_startable(kind: str, config, run_dir: Path) -> None:
     """Everything `train` would refuse before it writes: the config's own cross-checks (position tables
     long enough) and a run directory holding another run or something else. Writes nothing."""
