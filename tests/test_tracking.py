@@ -105,6 +105,34 @@ def _wandb_history(path: Path) -> list[dict]:
     return rows
 
 
+def _sessions(out: Path, run_id: str) -> list[Path]:
+    """The offline folders of run `run_id`, one per session: offline-run-<time>-<id>, and -<id>-1, -2 ...
+    where a session starts within the same second as the one before."""
+    import re
+
+    pattern = re.compile(rf"offline-run-\d{{8}}_\d{{6}}-{re.escape(run_id)}(-\d+)?")
+    return sorted(d for d in (out / "wandb").iterdir() if pattern.fullmatch(d.name))
+
+
+def _settled_history(out: Path, run_id: str, losses: dict, timeout: float = 60.0) -> list[dict]:
+    """The history rows of every offline session of `run_id`, read again until they hold a loss for each
+    step of `losses` or `timeout` s pass: wandb's service process may still be writing the last records
+    when run.finish() has returned (a process that exits waits for it; a test reading at once may not)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rows = [r for d in _sessions(out, run_id) for r in _wandb_history(d / f"run-{run_id}.wandb")]
+        except Exception:  # a record cut off where the writer is
+            if time.monotonic() > deadline:
+                raise
+            rows = []
+        if {r["_step"] for r in rows if "loss" in r} >= set(losses) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
 def test_wandb_offline_logs_the_metrics_and_a_resume_keeps_the_run_id(tmp_path, cli, monkeypatch):
     pytest.importorskip("wandb")
     for k in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
@@ -114,15 +142,14 @@ def test_wandb_offline_logs_the_metrics_and_a_resume_keeps_the_run_id(tmp_path, 
     out = tmp_path / "run"
     assert cli("train", *TINY, "train.tracking=wandb", "train.wandb_project=tests", "--out", out, "--quiet")[0] == 0
     run_id = json.loads((out / "tracking.json").read_text())["wandb_id"]
-    runs = sorted((out / "wandb").glob(f"offline-run-*-{run_id}"))
-    assert len(runs) == 1
-    rows = _wandb_history(runs[0] / f"run-{run_id}.wandb")
+    assert len(_sessions(out, run_id)) == 1
+    rows = _settled_history(out, run_id, _losses(out))
     assert {r["_step"]: r["loss"] for r in rows if "loss" in r} == _losses(out)
     assert any("eval_exact_match" in r for r in rows)
 
     more = [a if not a.startswith("train.steps") else "train.steps=18" for a in TINY]
     assert cli("train", *more, "train.tracking=wandb", "train.wandb_project=tests", "--out", out, "--quiet")[0] == 0
     assert json.loads((out / "tracking.json").read_text())["wandb_id"] == run_id  # `wandb sync` joins the sessions
-    rows = [r for d in (out / "wandb").glob(f"offline-run-*-{run_id}") for r in _wandb_history(d / f"run-{run_id}.wandb")]
+    rows = _settled_history(out, run_id, _losses(out))
     resumed = {r["_step"]: r["loss"] for r in rows if "loss" in r and r["_step"] > 12}
     assert resumed == {k: v for k, v in _losses(out).items() if k > 12} and sorted(resumed) == [15, 18]
