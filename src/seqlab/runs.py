@@ -186,8 +186,10 @@ def write_run_config(out: Path, config, resumed: bool) -> None:
         return
     if not resumed and not is_run_dir(out):
         write_json(out / "config.json", {**config.to_json(), "seqlab_version": seqlab.__version__, "git_commit": git_commit()})
-    elif config.train.to_json() != read_json(out / "config.json")["train"]:  # more steps, other trackers
-        write_json(out / "config.json", {**read_json(out / "config.json"), "train": config.train.to_json()})
+        return
+    stored = read_json(out / "config.json")
+    if config.train.to_json() != stored["train"]:  # more steps, other trackers
+        write_json(out / "config.json", {**stored, "train": config.train.to_json()})
 
 
 def make_evaluator(config: RunConfig, task, fmt, device):
