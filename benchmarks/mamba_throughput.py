@@ -7,7 +7,7 @@
 Both models are an embedding, `--layers` residual blocks x + mamba(rmsnorm(x)), a final RMSNorm and a
 linear head, in float32 with the same sizes (expand 2, d_conv 4, dt_rank ceil(d_model / 16)).
 mambapy's (pip install mambapy; github.com/alxndrTL/mamba.py) is its `Mamba` stack of ResidualBlocks
-with `pscan=True`, the Blelloch parallel scan in PyTorch; seqlab's is `seqlab.models.mamba.Mamba`
+with `pscan=True`, the Blelloch parallel scan in PyTorch; seqlab's is `seqlab.models.mixers.mamba.Mamba`
 with `--scan` (default the chunked scan) behind torch's nn.RMSNorm. A step is forward,
 cross-entropy on random tokens, backward, AdamW step (torch defaults, foreach), zero_grad. Rounds
 alternate which model goes first; the numbers are medians over rounds, and the ratio is the median
@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seqlab.models.mamba import SCANS, Mamba
+from seqlab.models.mixers.mamba import SCANS, Mamba
 
 
 class SeqlabLM(nn.Module):

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from seqlab.rounds import self_improve
-from seqlab.runs import resolve_config
-from seqlab.train.self_improve import SelfImproveConfig
+from seqlab.self_improve.rounds import self_improve
+from seqlab.runs.text import resolve_config
+from seqlab.self_improve.config import SelfImproveConfig
 
 
 def main(argv: list[str] | None = None) -> int:

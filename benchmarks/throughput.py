@@ -82,10 +82,10 @@ def build_seqlab(size: Size, vocab: int, tied: bool) -> Decoder:
 
 
 def build_llama(seq: Decoder, seq_len: int):
-    """A LlamaForCausalLM holding `seq`'s weights, through seqlab's own export mapping (seqlab.export_hf)."""
+    """A LlamaForCausalLM holding `seq`'s weights, through seqlab's own export mapping (seqlab.export.hf)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from seqlab.export_hf import llama_config, llama_state_dict
+    from seqlab.export.hf import llama_config, llama_state_dict
 
     spec = llama_config(seq.config, seq.vocab_size, max(seq_len, 128))
     model = LlamaForCausalLM(LlamaConfig.from_dict({**spec, "use_cache": False}, attn_implementation="sdpa"))

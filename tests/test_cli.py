@@ -19,7 +19,7 @@ def _snapshot(d: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny trained run, copied by tests that need to damage it."""
-    from seqlab.runs import resolve_config, train_run
+    from seqlab.runs.text import resolve_config, train_run
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train_run(out, resolve_config({}, TINY), quiet=True)

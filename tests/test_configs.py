@@ -2,9 +2,9 @@
 
 import pytest
 
-from seqlab.configs import apply_overrides, parse_value
-from seqlab.errors import BadInput
-from seqlab.runs import resolve_config
+from seqlab.core.configs import apply_overrides, parse_value
+from seqlab.core.errors import BadInput
+from seqlab.runs.text import resolve_config
 from seqlab.train.schedule import lr_at
 
 
@@ -24,7 +24,7 @@ def test_config_round_trips_through_json():
 
 
 def test_none_unsets_optional_fields_and_stays_a_word_elsewhere():
-    from seqlab.runs import resolve_config
+    from seqlab.runs.text import resolve_config
 
     cfg = resolve_config({}, ["model.position=none", "train.target_accuracy=none", "model.d_mlp=null"])
     assert cfg.model.position == "none" and cfg.train.target_accuracy is None and cfg.model.d_mlp is None

@@ -2,10 +2,10 @@
 
 import torch
 
-from seqlab.data import IGNORE, TrainStream
-from seqlab.formats import Format, FormatConfig
+from seqlab.data.text import IGNORE, TrainStream
+from seqlab.formats.format import Format, FormatConfig
 from seqlab.tasks import get
-from seqlab.tokenizer import EOS, PAD
+from seqlab.formats.tokenizer import EOS, PAD
 
 
 def _stream(seed=0, position_ids="coupled", max_offset=5):

@@ -14,13 +14,13 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
-from seqlab.data import TrainStream
-from seqlab.errors import BadInput
-from seqlab.formats import Format
-from seqlab.icl_data import PromptBatch, PromptStream
-from seqlab.icl_runs import resolve_icl_config
+from seqlab.data.text import TrainStream
+from seqlab.core.errors import BadInput
+from seqlab.formats.format import Format
+from seqlab.data.prompts import PromptBatch, PromptStream
+from seqlab.runs.icl import resolve_icl_config
 from seqlab.models.icl_transformer import build_icl_model
-from seqlab.runs import build_parts, resolve_config
+from seqlab.runs.text import build_parts, resolve_config
 from seqlab.train.distributed import World, rows, shard
 
 needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),

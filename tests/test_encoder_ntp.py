@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.models import ModelConfig, build
 
 torch.set_num_threads(1)

@@ -36,8 +36,8 @@ def _one_line_error(code, out, err) -> str:
 def runs(tmp_path_factory):
     """Tiny trained runs: text task with RoPE (tied), text task with NoPE (untied, with biases), token task
     with NoPE (2 layers, tied)."""
-    from seqlab.runs import resolve_config, train_run
-    from seqlab.token_runs import resolve_token_config, train_token_run
+    from seqlab.runs.text import resolve_config, train_run
+    from seqlab.runs.token import resolve_token_config, train_token_run
 
     root = tmp_path_factory.mktemp("export-runs")
     train_run(root / "rope", resolve_config({}, TINY + LLAMA + ["model.position=rope"]), quiet=True)
@@ -48,8 +48,8 @@ def runs(tmp_path_factory):
 
 
 def _seqlab_model(run: Path):
-    from seqlab.runs import load_run, run_kind
-    from seqlab.token_runs import load_token_run
+    from seqlab.runs.text import load_run, run_kind
+    from seqlab.runs.token import load_token_run
 
     if run_kind(run) == "token":
         return load_token_run(run, device="cpu")[2]
@@ -120,7 +120,7 @@ def _fake_run(path: Path, config) -> Path:
     ("model.arch=encoder", "train with model.arch=decoder"),
 ])
 def test_refuses_what_llama_cannot_express(cli, tmp_path, override, says):
-    from seqlab.runs import resolve_config
+    from seqlab.runs.text import resolve_config
 
     run = _fake_run(tmp_path / "run", resolve_config({}, TINY + LLAMA + [override]))
     line = _one_line_error(*cli("export", run, "--to", "hf", tmp_path / "hf"))
@@ -129,8 +129,8 @@ def test_refuses_what_llama_cannot_express(cli, tmp_path, override, says):
 
 
 def test_refuses_other_runs_targets_and_folders(cli, tmp_path):
-    from seqlab.icl_runs import resolve_icl_config
-    from seqlab.runs import resolve_config
+    from seqlab.runs.icl import resolve_icl_config
+    from seqlab.runs.text import resolve_config
 
     icl = _fake_run(tmp_path / "icl", resolve_icl_config({}, []))
     assert "in-context learning run" in _one_line_error(*cli("export", icl, "--to", "hf", tmp_path / "a"))

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqlab.configs import parse_config
-from seqlab.data import IGNORE, collate
-from seqlab.errors import BadInput
-from seqlab.formats import HINTS, Format, FormatConfig
+from seqlab.core.configs import parse_config
+from seqlab.data.text import IGNORE, collate
+from seqlab.core.errors import BadInput
+from seqlab.formats.format import HINTS, Format, FormatConfig
 from seqlab.tasks import Example, get
-from seqlab.tokenizer import BOS, EOS, PAD
+from seqlab.formats.tokenizer import BOS, EOS, PAD
 
 KEYS = ("reverse_output", "reverse_operands", "zero_pad", "index_hints")
 ALL = [dict(zip(KEYS, flags), position_ids=pos)

@@ -18,7 +18,7 @@ from seqlab.analysis import (
     run_with_cache,
     run_with_hooks,
 )
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.models import ModelConfig, build
 from seqlab.models.hook_points import hook_points, strip_hook_points
 from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model

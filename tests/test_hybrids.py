@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from seqlab.configs import parse_config
-from seqlab.errors import BadInput
+from seqlab.core.configs import parse_config
+from seqlab.core.errors import BadInput
 from seqlab.models import ModelConfig, build
 from seqlab.train.config import TrainConfig
 from seqlab.train.trainer import make_optimizer

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqlab.eval.icl_baselines as icl
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.eval.icl_baselines import BASELINES, baseline_names, missing_reason, run_baseline
 from seqlab.eval.icl_baselines_trees import tree_fit_predict
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from seqlab.eval.icl_curves import at_k, bootstrap_interval, error_curve
-from seqlab.icl_data import Curriculum, PromptStream, Ramp, garg_curriculum
-from seqlab.icl_runs import score
+from seqlab.data.prompts import Curriculum, PromptStream, Ramp, garg_curriculum
+from seqlab.runs.icl import score
 from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model, interleave
 from seqlab.tasks.function_classes import get_function
 
@@ -106,7 +106,7 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_prompts():
 
 
 def test_lsa_scratch_coordinates_widen_tokens_and_never_read_the_hidden_label():
-    from seqlab.models.linear_attention import LinearTransformer, LSAConfig
+    from seqlab.models.lsa import LinearTransformer, LSAConfig
 
     torch.manual_seed(0)
     model = LinearTransformer(LSAConfig(n_dims=3, n_layers=2, scratch=4, init_std=0.3))

@@ -1,7 +1,7 @@
 import json
 import math
 
-from seqlab.io import read_json, read_jsonl, write_json
+from seqlab.core.io import read_json, read_jsonl, write_json
 
 
 def test_write_json_writes_strict_json(tmp_path):
@@ -23,7 +23,7 @@ def test_atomic_write_gives_the_mode_open_gives(tmp_path):
     """mkstemp makes 0600 files; a report written for others to read must not be private."""
     import stat
 
-    from seqlab.io import atomic_write_text
+    from seqlab.core.io import atomic_write_text
 
     atomic_write_text(tmp_path / "a.txt", "x")
     (tmp_path / "b.txt").write_text("x")

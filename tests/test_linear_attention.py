@@ -8,7 +8,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from seqlab.models.linear_attention import LinearSelfAttention, LinearTransformer, LSAConfig
+from seqlab.models.lsa import LinearSelfAttention, LinearTransformer, LSAConfig
 from seqlab.models.newton_construction import (
     NewtonLayout,
     init_layer,

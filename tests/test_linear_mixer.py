@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from seqlab.models import ModelConfig, build
-from seqlab.models.attention import SeqContext
-from seqlab.models.linear_mixer import (
+from seqlab.models.mixers.attention import SeqContext
+from seqlab.models.mixers.linear import (
     LinearAttention,
     feature_map,
     feature_size,

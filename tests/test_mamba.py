@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqlab.models.mamba import (
+from seqlab.models.mixers.mamba import (
     Mamba,
     cuda_scan_available,
     selective_scan_chunked,

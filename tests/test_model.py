@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from seqlab.models import POSITIONS, ModelConfig, build
-from seqlab.models.attention import CausalSelfAttention, SeqContext
+from seqlab.models.mixers.attention import CausalSelfAttention, SeqContext
 from seqlab.models.positions import alibi_slopes, relative_id_bias
 
 FORMAT_ID_SCHEMES = ("abacus", "coupling", "coupling_relative")

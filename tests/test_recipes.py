@@ -45,7 +45,7 @@ def test_claims_are_computed_from_measurements():
 
 
 def test_longest_length_at_level():
-    from seqlab.report import longest_at
+    from seqlab.reports.markdown import longest_at
 
     assert longest_at({1: 1.0, 2: 0.99, 3: 0.5, 4: 1.0}, 0.95) == 2
     assert longest_at({1: 0.2, 2: 1.0}, 0.95) == 0

@@ -78,11 +78,11 @@ def dirs(tmp_path_factory):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from seqlab import runs
+    from seqlab.runs import text as runs
     from seqlab.recipes import RECIPES
     from seqlab.recipes.base import Claim, run_recipe
-    from seqlab.sweeps import load_sweep, write_sweep_json
-    from seqlab.sweeps_backends import run_one
+    from seqlab.sweeps.sweep import load_sweep, write_sweep_json
+    from seqlab.sweeps.backends import run_one
 
     root = tmp_path_factory.mktemp("reports")
     run = root / "run"

@@ -77,9 +77,9 @@ def test_more_steps_extend_a_finished_run(tmp_path, cli):
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 
-    from seqlab.errors import RunFailed
+    from seqlab.core.errors import RunFailed
     from seqlab.models.decoder import Decoder
-    from seqlab.runs import resolve_config, train_run
+    from seqlab.runs.text import resolve_config, train_run
 
     real = Decoder.loss
     calls = {"n": 0}

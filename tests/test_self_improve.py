@@ -3,16 +3,16 @@ the proof that no true answer reaches training data, and resuming a killed run b
 
 import pytest
 
-from seqlab.data import Labelled, MixtureStream
-from seqlab.errors import BadInput
-from seqlab.formats import Format, FormatConfig
-from seqlab.io import read_json, read_jsonl
-from seqlab.rounds import self_improve
-from seqlab.runs import resolve_config
+from seqlab.data.text import Labelled, MixtureStream
+from seqlab.core.errors import BadInput
+from seqlab.formats.format import Format, FormatConfig
+from seqlab.core.io import read_json, read_jsonl
+from seqlab.self_improve.rounds import self_improve
+from seqlab.runs.text import resolve_config
 from seqlab.tasks import Example, get
 from seqlab.tasks.arithmetic import Addition
-from seqlab.train.label_filters import length_filter, majority_vote, validity_filter
-from seqlab.train.self_improve import SelfImproveConfig, label_report, mixture_weights, round_lengths
+from seqlab.self_improve.label_filters import length_filter, majority_vote, validity_filter
+from seqlab.self_improve.config import SelfImproveConfig, label_report, mixture_weights, round_lengths
 
 
 # -- filters ---------------------------------------------------------------------------------------
@@ -53,8 +53,8 @@ def test_mixture_stream_draws_labels_as_given_and_is_deterministic():
     stream = MixtureStream([(0.5, task), (0.5, [Labelled(problem, "999")])], fmt, seed=1, batch_size=16)
     batch = stream.batch(3)
     assert stream.batch(3).tokens.equal(batch.tokens)
-    from seqlab.data import IGNORE
-    from seqlab.tokenizer import BOS, EOS
+    from seqlab.data.text import IGNORE
+    from seqlab.formats.tokenizer import BOS, EOS
 
     prompt = [BOS] + fmt.tokenizer.encode("12+34=")
     labelled = [k for k, row in enumerate(batch.tokens.tolist()) if row[: len(prompt)] == prompt]
@@ -141,7 +141,7 @@ def test_no_true_answer_reaches_training_data(tmp_path, monkeypatch, labels, lea
 
 
 def test_a_killed_run_resumes_by_round_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
-    import seqlab.rounds as rounds
+    import seqlab.self_improve.rounds as rounds
 
     si = SelfImproveConfig(**SMOKE)
     whole = self_improve(tmp_path / "whole", _run(), si, quiet=True)
@@ -185,8 +185,8 @@ def test_the_papers_multiplication_schedule():
 
 
 def test_arms_can_share_round_zero(tmp_path):
-    from seqlab.rounds import seeded_config
-    from seqlab.runs import train_run
+    from seqlab.self_improve.rounds import seeded_config
+    from seqlab.runs.text import train_run
 
     run = _run()
     train_run(tmp_path / "r0" / "m0", seeded_config(run, 0), quiet=True)

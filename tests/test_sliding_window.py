@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from seqlab.models import ModelConfig, build
-from seqlab.models.attention import CausalSelfAttention, SeqContext
+from seqlab.models.mixers.attention import CausalSelfAttention, SeqContext
 from seqlab.models.positions import apply_rope, rope_cos_sin
-from seqlab.models.sliding_window import SlidingWindowAttention, sliding_window_reference
+from seqlab.models.mixers.sliding_window import SlidingWindowAttention, sliding_window_reference
 
 torch.set_num_threads(1)
 

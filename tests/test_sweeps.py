@@ -40,7 +40,7 @@ def snapshot(d: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """2 sizes x 2 seeds on a pool of 2 workers."""
-    from seqlab.sweeps import load_sweep, run_sweep
+    from seqlab.sweeps.sweep import load_sweep, run_sweep
 
     d = tmp_path_factory.mktemp("sweep")
     configs = [tiny(model={"d_model": dm}, train={"seed": s}) for dm in (16, 32) for s in (0, 1)]
@@ -229,7 +229,7 @@ def test_pool_retry_rules(monkeypatch):
     """The scheduling of run_pool with the pool faked: a run under way when the pool broke is tried again
     alone and is failed only if it dies alone; runs not begun go on; a pool that keeps breaking before any
     run begins fails what is left instead of looping."""
-    from seqlab import sweeps_backends
+    from seqlab.sweeps import backends as sweeps_backends
 
     def fake(script):
         calls = []

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqlab.errors import BadInput
-from seqlab.tokenizer import BOS, EOS, PAD, CharTokenizer
+from seqlab.core.errors import BadInput
+from seqlab.formats.tokenizer import BOS, EOS, PAD, CharTokenizer
 
 VOCAB = "0123456789+*=abcxyzé€😀"
 

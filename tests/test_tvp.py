@@ -90,7 +90,7 @@ def test_the_zero_shot_loss_trains_the_layers_that_form_the_vector():
 def test_a_tvp_run_trains_and_resumes_exactly(tmp_path):
     import json
 
-    from seqlab.token_runs import resolve_token_config, train_token_run
+    from seqlab.runs.token import resolve_token_config, train_token_run
 
     base = {"task": {"name": "icl-map", "maps": "add1,reverse", "n_symbols": 5, "word_len": 2, "n_demos": 3},
             "model": {"n_layers": 2, "d_model": 16, "n_heads": 2},
@@ -112,7 +112,7 @@ def test_a_tvp_run_trains_and_resumes_exactly(tmp_path):
 def test_tvp_needs_the_mapping_task_and_a_layer_inside_the_model():
     import pytest
 
-    from seqlab.token_runs import resolve_token_config
+    from seqlab.runs.token import resolve_token_config
 
     with pytest.raises(Exception, match="icl-map"):
         resolve_token_config({"task": {"name": "mqar"}, "tvp": {"layer": 0}})

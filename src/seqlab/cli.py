@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from seqlab.errors import BadInput, RunFailed
+from seqlab.core.errors import BadInput, RunFailed
 
 try:  # typer vendors click from 0.20 on
     from typer._click.exceptions import ClickException
@@ -82,7 +82,7 @@ def recipes(as_json: bool = typer.Option(False, "--json")):
 
 
 def _split_params(args: list[str]) -> tuple[dict, list[str]]:
-    from seqlab.configs import parse_value
+    from seqlab.core.configs import parse_value
 
     task_params, format_overrides = {}, []
     for a in args:
@@ -106,7 +106,7 @@ def sample(
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
 ):
     """Print examples of a task: prompt, target and the canonical problem in `meta`."""
-    from seqlab.samples import sample_examples
+    from seqlab.formats.samples import sample_examples
 
     task_params, fmt_overrides = _split_params(params or [])
     if n < 0:
@@ -133,7 +133,7 @@ def sample(
 
 def _config_args(args: list[str] | None) -> tuple[dict | None, list[str]]:
     """`[CONFIG.yaml] [key=value ...]`: (the file's sections or None, the overrides)."""
-    from seqlab.runs import load_config_file
+    from seqlab.runs.text import load_config_file
 
     args = list(args or [])
     if args and "=" not in args[0]:
@@ -158,7 +158,7 @@ def train(
 
 
 def _train(args: list[str] | None, out_dir: Path, quiet: bool) -> None:
-    from seqlab import run_kinds
+    from seqlab.runs import kinds as run_kinds
 
     base, overrides = _config_args(args)
     kind = _run_kind(base, overrides, out_dir)
@@ -186,9 +186,9 @@ def _say_once(msg: str) -> None:
 def _run_kind(base: dict | None, overrides: list[str], out_dir: Path) -> str:
     """Which kind of run a train command is about: "icl" (an in-context function class), "token" (a
     token task) or "text" (a task with a text format), from its task name or the run it resumes."""
-    from seqlab.configs import apply_overrides
-    from seqlab.run_kinds import kind_of_task
-    from seqlab.runs import is_run_dir
+    from seqlab.core.configs import apply_overrides
+    from seqlab.runs.kinds import kind_of_task
+    from seqlab.runs.text import is_run_dir
 
     if base is None and not overrides:
         return _stored_kind(out_dir) if is_run_dir(out_dir) else "text"
@@ -200,13 +200,13 @@ def _run_kind(base: dict | None, overrides: list[str], out_dir: Path) -> str:
 
 
 def _stored_kind(run_dir: Path) -> str:
-    from seqlab.runs import run_kind
+    from seqlab.runs.text import run_kind
 
     return run_kind(run_dir) or "text"
 
 
 def _eval_token(run_dir: Path, n: int, seed: int | None, as_json: bool) -> None:
-    from seqlab.token_runs import evaluate_token_run
+    from seqlab.runs.token import evaluate_token_run
 
     r = evaluate_token_run(run_dir, n, seed)
     if as_json:
@@ -218,8 +218,8 @@ def _eval_token(run_dir: Path, n: int, seed: int | None, as_json: bool) -> None:
 
 def _eval_icl(run_dir: Path, ks: str | None, n: int, seed: int | None, baselines: str, as_json: bool) -> None:
     from seqlab.eval.icl_curves import at_k
-    from seqlab.icl_eval import evaluate_icl
-    from seqlab.runs import parse_lengths
+    from seqlab.runs.icl_eval import evaluate_icl
+    from seqlab.runs.text import parse_lengths
 
     names = [b for b in baselines.split(",") if b]
     result = evaluate_icl(run_dir, n, names, slow_n=min(n, 200), slow_ks=parse_lengths(ks) if ks else [], seed=seed)
@@ -252,8 +252,8 @@ def eval_cmd(
     """Exact match per length on held-out problems; writes eval/by_length.json and a plot.
 
     On an in-context learning run: error against k (--lengths picks the k), beside --baselines."""
-    from seqlab import runs
-    from seqlab.icl_runs import is_icl_run
+    from seqlab.runs import text as runs
+    from seqlab.runs.icl import is_icl_run
 
     if n < 1:
         raise BadInput("--n must be at least 1")
@@ -289,7 +289,7 @@ def self_improve_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
     """Self-improvement rounds on any task and model; rerunning on the same --out resumes."""
-    from seqlab import rounds
+    from seqlab.self_improve import rounds as rounds
 
     base, overrides = _config_args(args)
     run, si = rounds.resolve_self_improve(base, overrides, out_dir)
@@ -339,13 +339,13 @@ def sweep(
     spread: str = typer.Option("minmax", "--spread", help="--summary: band over seeds, minmax | std"),
 ):
     """Train every config of a sweep file (a rerun skips finished runs and resumes the others), or summarize it."""
-    from seqlab import sweeps
+    from seqlab.sweeps import sweep as sweeps
 
     if not summary and (metric or by or spread != "minmax"):
         raise BadInput("--metric, --by and --spread go with --summary")
     sw = sweeps.load_sweep(file, out_dir)
     if summary:
-        from seqlab.sweeps_summary import summarize, tables
+        from seqlab.sweeps.summary import summarize, tables
 
         result = summarize(sw, metric, by, spread)
         for table in tables(result):
@@ -369,7 +369,7 @@ def sweep(
 def report(path: Path = typer.Argument(..., help="a run directory, a recipe's output folder or a sweep directory")):
     """Write report.html (one self-contained page that opens offline) in a run directory, a recipe's output
     folder or a sweep directory, and report.md for a run or a recipe."""
-    from seqlab.report_html import write_reports
+    from seqlab.reports.html import write_reports
 
     for written in write_reports(path):
         typer.echo(str(written))
@@ -384,7 +384,7 @@ def export(
     """Write a trained decoder for another library: --to hf gives a transformers Llama directory."""
     if to != "hf":
         raise BadInput(f"unknown export target '{to}' (the only target is hf)")
-    from seqlab.export_hf import export_hf
+    from seqlab.export.hf import export_hf
 
     note = export_hf(run_dir, out_dir)
     typer.echo(f"step {note['source']['step']} of {run_dir} as a Llama (position {note['position']}) in {out_dir}", err=True)

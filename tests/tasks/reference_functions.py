@@ -91,7 +91,7 @@ def assert_matches(kind: str, y: float, want: float, p: dict, x: list[float]) ->
         assert math.isclose(y, want, rel_tol=2e-7, abs_tol=1e-9), (y, want)
 
 
-# -- Park et al. 2024 (function_park.py): the scored points of the outlier families are linear regression;
+# -- Park et al. 2024 (function_outliers_recall.py): the scored points of the outlier families are linear regression;
 # the others are the outliers below. Recall's y is computed from the prompt's xs alone.
 
 def orthogonal_outlier(ref: list[float], g_u: list[float], g_v: list[float], a: float, b: float,

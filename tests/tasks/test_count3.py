@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, note, settings
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.tasks.count3 import count3
 from seqlab.tasks.token_base import IGNORE, get_token_task
 from tests.tasks.checks_tokens import CASE_NUMBERS, check_contract, check_purity, task_of, where

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.tasks import function_classes
 from seqlab.tasks.function_classes import FUNCTIONS, FunctionClass, FunctionConfig, Prompts, function_names, get_function
 

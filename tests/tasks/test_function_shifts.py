@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, note, settings
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.tasks.function_classes import SHIFTS, function_names, get_function, parse_shift, shift_matrix
 from tests.tasks.checks_functions import CASE_NUMBERS, shared_function
 from tests.tasks.reference_functions import DETERMINISTIC, REFERENCES, assert_matches

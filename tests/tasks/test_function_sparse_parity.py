@@ -4,7 +4,7 @@ per point in plain Python; the secret is k distinct active coordinates."""
 import numpy as np
 import pytest
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.tasks.function_classes import get_function
 from tests.tasks.checks_functions import function_tests
 

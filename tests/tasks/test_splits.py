@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.tasks import get, names
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 import torch.nn as nn
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.models.hook_points import HookFn, HookPoint, hook_points
 
 Names = None | str | Iterable[str] | Callable[[str], bool]

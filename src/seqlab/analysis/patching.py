@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.models.hook_points import HookFn, HookPoint
 
 MODES = ("replace", "add")

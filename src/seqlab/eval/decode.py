@@ -6,9 +6,9 @@ from collections import defaultdict
 
 import torch
 
-from seqlab.formats import Encoded, Format
+from seqlab.formats.format import Encoded, Format
 from seqlab.tasks import Example
-from seqlab.tokenizer import EOS
+from seqlab.formats.tokenizer import EOS
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.eval.icl_baselines_trees import greedy_tree, sklearn_tree, xgboost_regressor
 
 # Garg: get_relevant_baselines("sparse_linear_regression") tries Lasso at these alphas.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.models.decoder import (
     FORMAT_POSITION_IDS,
     POSITIONS,
@@ -13,7 +13,7 @@ from seqlab.models.decoder import (
     ModelConfig,
 )
 from seqlab.models.encoder_ntp import EncoderNTP
-from seqlab.models.mixers import MIXERS
+from seqlab.models.mixers.registry import MIXERS
 
 MODELS = {"decoder": Decoder, "encoder": EncoderNTP}
 DESCRIPTIONS = {

@@ -27,11 +27,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import model_validator
 
-from seqlab.configs import Config
-from seqlab.models.attention import SeqContext
+from seqlab.core.configs import Config
+from seqlab.models.mixers.attention import SeqContext
 from seqlab.models.fused import swiglu
 from seqlab.models.hook_points import HookPoint
-from seqlab.models.mixers import make_mixer, restore_own_inits
+from seqlab.models.mixers.registry import make_mixer, restore_own_inits
 from seqlab.models.positions import rope_cos_sin
 
 POSITIONS = ("none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative")
@@ -88,7 +88,7 @@ class ModelConfig(Config):
         for k in ("d_state", "d_conv", "expand", "feature_dim", "window"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive")
-        from seqlab.models.mixers import parse_mixers
+        from seqlab.models.mixers.registry import parse_mixers
 
         names = parse_mixers(self.mixers)
         if "sliding_window" in names and (self.position == "coupling_relative" or self.log_length_scale):
@@ -102,7 +102,7 @@ class ModelConfig(Config):
 
     def layer_mixers(self) -> list[str]:
         """The mixer name of each layer."""
-        from seqlab.models.mixers import parse_mixers
+        from seqlab.models.mixers.registry import parse_mixers
 
         pattern = parse_mixers(self.mixers)
         return [pattern[i % len(pattern)] for i in range(self.n_layers)]

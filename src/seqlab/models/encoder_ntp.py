@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seqlab.errors import BadInput
-from seqlab.models.attention import SeqContext
+from seqlab.core.errors import BadInput
+from seqlab.models.mixers.attention import SeqContext
 from seqlab.models.decoder import Decoder, ModelConfig
 from seqlab.models.positions import rope_cos_sin
 

@@ -26,11 +26,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import model_validator
 
-from seqlab.configs import Config
-from seqlab.models.attention import SeqContext
+from seqlab.core.configs import Config
+from seqlab.models.mixers.attention import SeqContext
 from seqlab.models.decoder import RESIDUAL_OUTPUTS, Block, ModelConfig, make_norm
 from seqlab.models.hook_points import HookPoint
-from seqlab.models.mixers import make_mixer, restore_own_inits
+from seqlab.models.mixers.registry import make_mixer, restore_own_inits
 from seqlab.models.positions import rope_cos_sin
 
 ICL_ARCHS = ("transformer", "looped")
@@ -211,7 +211,7 @@ class LoopedTransformer(_VectorIO):
 def build_icl_model(config):
     """The model for an ICLModelConfig or an LSAConfig (linear self-attention)."""
     if config.arch == "lsa":
-        from seqlab.models.linear_attention import LinearTransformer
+        from seqlab.models.lsa import LinearTransformer
 
         return LinearTransformer(config)
     return (LoopedTransformer if config.arch == "looped" else ICLTransformer)(config)

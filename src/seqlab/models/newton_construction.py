@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from seqlab.models.linear_attention import LinearSelfAttention
+from seqlab.models.lsa import LinearSelfAttention
 
 
 def newton_schulz_numpy(A: np.ndarray, X0: np.ndarray, steps: int) -> list[np.ndarray]:

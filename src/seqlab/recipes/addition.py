@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.report import length_table, results_header
-from seqlab.runs import evaluate_by_length, resolve_config, train_run
+from seqlab.reports.markdown import length_table, results_header
+from seqlab.runs.text import evaluate_by_length, resolve_config, train_run
 from seqlab.eval.plots import accuracy_by_length
 
 TRAIN_LENGTHS = (1, 10)

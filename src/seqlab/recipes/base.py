@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 import torch
 
-import seqlab
-from seqlab.errors import BadInput
-from seqlab.io import atomic_write_text, read_json, write_json
-from seqlab.runs import check_writable
+from seqlab.core.version import __version__
+from seqlab.core.errors import BadInput
+from seqlab.core.io import atomic_write_text, read_json, write_json
+from seqlab.runs.text import check_writable
 from seqlab.train import pick_device
 
 BUDGETS = ("smoke", "cpu", "gpu")
@@ -142,7 +142,7 @@ def run_recipe(name: str, budget: str, seed: int, out: Path | None, args: list[s
     claims = [c.judge(metrics) for c in recipe.claims if c.applies(budget, options)]
     results = {
         "recipe": name, "budget": budget, "seed": seed, "device": str(pick_device()),
-        "seqlab_version": seqlab.__version__, "wall_seconds": round(wall, 2),
+        "seqlab_version": __version__, "wall_seconds": round(wall, 2),
         "metrics": metrics, "claims": claims, "artifacts": outcome.artifacts, "runs": outcome.runs,
         "options": vars(options), "platform": {"python": platform.python_version(), "torch": torch.__version__,
                                                "threads": torch.get_num_threads()},

@@ -17,9 +17,9 @@ import numpy as np
 
 from seqlab.eval.plots import accuracy_by_step
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.report import results_header
+from seqlab.reports.markdown import results_header
 from seqlab.tasks.token_base import IGNORE, get_token_task
-from seqlab.token_runs import evaluate_token_run, resolve_token_config, train_token_run
+from seqlab.runs.token import evaluate_token_run, resolve_token_config, train_token_run
 
 BUDGETS = {
     "smoke": {

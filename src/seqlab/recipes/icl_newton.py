@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from seqlab.eval.plots import error_by_points
-from seqlab.icl_runs import load_icl_run, model_predictions, resolve_icl_config, score, train_icl_run
+from seqlab.runs.icl import load_icl_run, model_predictions, resolve_icl_config, score, train_icl_run
 from seqlab.models.newton_construction import NewtonLayout, newton_layer, newton_schulz_numpy, newton_tokens, read_iterate
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.report import results_header
+from seqlab.reports.markdown import results_header
 from seqlab.tasks.function_classes import get_function
 
 BUDGETS = {

@@ -16,11 +16,11 @@ from typing import Any
 
 from seqlab.eval.icl_curves import at_k, ratio
 from seqlab.eval.plots import error_by_points
-from seqlab.icl_data import curriculum_ramps
-from seqlab.icl_eval import evaluate_icl
-from seqlab.icl_runs import resolve_icl_config, train_icl_run
+from seqlab.data.prompts import curriculum_ramps
+from seqlab.runs.icl_eval import evaluate_icl
+from seqlab.runs.icl import resolve_icl_config, train_icl_run
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register, task_settings
-from seqlab.report import results_header
+from seqlab.reports.markdown import results_header
 from seqlab.tasks.function_classes import function_names, get_function, parse_shift
 
 LASSOS = ["lasso-1", "lasso-0.1", "lasso-0.01", "lasso-0.001"]

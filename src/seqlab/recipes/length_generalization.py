@@ -21,8 +21,8 @@ from typing import Any
 from seqlab.eval.plots import accuracy_by_length
 from seqlab.recipes.addition import TRAIN_LENGTHS, reverse_addition_config
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.report import length_table, longest_at, results_header
-from seqlab.runs import evaluate_by_length, train_run
+from seqlab.reports.markdown import length_table, longest_at, results_header
+from seqlab.runs.text import evaluate_by_length, train_run
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ import torch
 
 from seqlab.eval.icl_curves import at_k, error_curve, ratio
 from seqlab.eval.plots import error_by_points
-from seqlab.icl_data import curriculum_ramps
-from seqlab.icl_runs import load_icl_run, model_predictions, resolve_icl_config, score, train_icl_run
+from seqlab.data.prompts import curriculum_ramps
+from seqlab.runs.icl import load_icl_run, model_predictions, resolve_icl_config, score, train_icl_run
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.report import results_header
+from seqlab.reports.markdown import results_header
 from seqlab.tasks.function_classes import get_function
 
 FAMILIES = ("linear-regression", "sparse-linear-regression")

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from seqlab.eval.icl_curves import at_k
-from seqlab.icl_eval import evaluate_icl
-from seqlab.icl_runs import resolve_icl_config, train_icl_run
+from seqlab.runs.icl_eval import evaluate_icl
+from seqlab.runs.icl import resolve_icl_config, train_icl_run
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.report import results_header
+from seqlab.reports.markdown import results_header
 
 # Backbones (the model section laid over the budget's). MambaFormer: "mamba,attention" cycled over the layers
 # puts a Mamba layer first, in place of position embeddings, then alternates (Park et al.'s Figure 1);

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from seqlab.configs import task_params
+from seqlab.core.configs import task_params
 from seqlab.recipes.base import Context
-from seqlab.token_runs import load_token_run, resolve_token_config, train_token_run
+from seqlab.runs.token import load_token_run, resolve_token_config, train_token_run
 
 # Training prompts: 4 to 8 demonstrations of one map, words of 3 symbols over 10; the maps are the issue's
 # examples (add k, copy the symbol at h, reverse, a fixed permutation; add1 is "next letter").

@@ -19,8 +19,8 @@ from typing import Any
 
 from seqlab.eval.plots import accuracy_by_state_size
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.report import results_header
-from seqlab.token_runs import resolve_token_config, train_token_run
+from seqlab.reports.markdown import results_header
+from seqlab.runs.token import resolve_token_config, train_token_run
 
 # The mixer families of the grid: model settings laid over the budget's model section. Mamba's block is
 # its own mixer and gate (no MLP), as in Gu & Dao and Zoology's Mamba configs; `based` is Zoology's recipe
@@ -93,7 +93,7 @@ def _timed(ctx: Context, label: str, part: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> Outcome:
-    from seqlab.token_runs import evaluate_token_run
+    from seqlab.runs.token import evaluate_token_run
 
     s = ctx.settings
     metrics: dict[str, Any] = {}

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from seqlab.configs import task_params
+from seqlab.core.configs import task_params
 from seqlab.eval.plots import accuracy_heatmap
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.report import results_header
+from seqlab.reports.markdown import results_header
 from seqlab.tasks.kv_retrieval import NAMES
 from seqlab.tasks.token_base import IGNORE, get_token_task
-from seqlab.token_runs import (
+from seqlab.runs.token import (
     load_token_run,
     resolve_token_config,
     score_tokens,

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 from seqlab.eval.plots import accuracy_by_length, label_accuracy_by_round
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register, task_settings
-from seqlab.report import length_table, longest_at, results_header
-from seqlab.rounds import self_improve, train_models
-from seqlab.runs import resolve_config
-from seqlab.train.self_improve import SelfImproveConfig
+from seqlab.reports.markdown import length_table, longest_at, results_header
+from seqlab.self_improve.rounds import self_improve, train_models
+from seqlab.runs.text import resolve_config
+from seqlab.self_improve.config import SelfImproveConfig
 
 # task option -> (task settings, format settings, filters). Starting ranges follow the paper.
 TASKS: dict[str, dict[str, Any]] = {

@@ -2,7 +2,7 @@
 
 Tasks are plain Python (no torch): a researcher can `from seqlab.tasks import get` and use the
 generators on their own. Formatting into tokens (reversal, padding, index hints, position ids)
-happens later, in `seqlab.formats`; a task only says what the problem and its answer are.
+happens later, in `seqlab.formats.format`; a task only says what the problem and its answer are.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import model_validator
 
-from seqlab.configs import Config
-from seqlab.errors import BadInput
+from seqlab.core.configs import Config
+from seqlab.core.errors import BadInput
 
 SPLITS = ("train", "test")
 # Share of the problem space that belongs to the test split. Every problem is assigned to one

@@ -26,8 +26,8 @@ from typing import Any, Callable, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from seqlab.configs import Config, parse_config
-from seqlab.errors import BadInput
+from seqlab.core.configs import Config, parse_config
+from seqlab.core.errors import BadInput
 from seqlab.tasks.base import SPLITS
 from seqlab.tasks.icl_shifts import NOISY_Y_STD, SHIFTS, Shift, parse_shift, shift_matrix, shift_query
 

@@ -174,4 +174,4 @@ class LogisticRegression(FunctionClass):
         return 1.0
 
 
-from seqlab.tasks import function_nonlinear, function_park  # noqa: E402,F401  (register the nonlinear and Park et al. families)
+from seqlab.tasks import function_nonlinear, function_outliers_recall  # noqa: E402,F401  (register the nonlinear and Park et al. families)

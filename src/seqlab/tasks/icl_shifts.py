@@ -46,7 +46,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 
 GARG_SCALES = ("0.333", "0.5", "2", "3")
 SHIFTS: tuple[str, ...] = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 
 TASKS: dict[str, type] = {}
 
@@ -25,7 +25,7 @@ def task_class(name: str):
 
 def get(name: str, **params: Any):
     """A task instance by name, its config built from keyword arguments."""
-    from seqlab.configs import parse_config
+    from seqlab.core.configs import parse_config
 
     cls = task_class(name)
     return cls(parse_config(cls.Config, params, prefix="task."))

@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seqlab.configs import Config, parse_config
-from seqlab.errors import BadInput
+from seqlab.core.configs import Config, parse_config
+from seqlab.core.errors import BadInput
 from seqlab.tasks.base import SPLITS
 
 IGNORE = -100

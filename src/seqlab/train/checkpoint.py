@@ -18,8 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from seqlab.errors import BadInput
-from seqlab.io import read_json, write_json
+from seqlab.core.errors import BadInput
+from seqlab.core.io import read_json, write_json
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from seqlab.configs import Config, parse_config
-from seqlab.formats import FormatConfig
+from seqlab.core.configs import Config, parse_config
+from seqlab.formats.format import FormatConfig
 from seqlab.models import FORMAT_POSITION_IDS, ModelConfig, check_arch
 from seqlab.tasks import task_class
 

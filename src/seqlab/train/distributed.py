@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from seqlab.errors import BadInput
+from seqlab.core.errors import BadInput
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
-from seqlab.errors import BadInput
-from seqlab.io import read_json, write_json
+from seqlab.core.errors import BadInput
+from seqlab.core.io import read_json, write_json
 from seqlab.train.config import TrainConfig
 
 

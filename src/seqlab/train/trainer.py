@@ -17,9 +17,9 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from seqlab.data import Stream
-from seqlab.errors import RunFailed
-from seqlab.io import atomic_write_text, read_jsonl
+from seqlab.data.text import Stream
+from seqlab.core.errors import RunFailed
+from seqlab.core.io import atomic_write_text, read_jsonl
 from seqlab.train import distributed
 from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from seqlab.train.config import TrainConfig

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from seqlab.configs import Config
+from seqlab.core.configs import Config
 
 IGNORE = -100
 

@@ -1,0 +1,141 @@
+"""Typed configs: strict pydantic models that reject unknown keys by naming the nearest one.
+
+Every config in seqlab derives from `Config`. `parse_config` turns a ValidationError into a
+one-line `BadInput` such as ``unknown key 'model.n_layer' (did you mean 'model.n_layers'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import types
+import typing
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from seqlab.core.errors import BadInput
+
+C = TypeVar("C", bound="Config")
+
+
+def _allows_none(annotation: Any) -> bool:
+    return annotation is None or (typing.get_origin(annotation) in (typing.Union, types.UnionType)
+                                  and type(None) in typing.get_args(annotation))
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_words(cls, data: Any) -> Any:
+        """`key=none` (or null) on the command line unsets a field that may be None; where "none" is
+        a value of its own (model.position=none) it stays the word."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is not None and isinstance(value, str) and value.lower() in ("none", "null") \
+                    and _allows_none(field.annotation):
+                out[name] = None
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", serialize_as_any=True)
+
+    def stable_hash(self) -> str:
+        """A hash of the config's content that does not depend on key order or Python's hash seed."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _valid_keys(model_cls: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names valid at `loc` (the location of the offending key's parent)."""
+    cls: Any = model_cls
+    for part in loc:
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        cls = field.annotation
+    return list(getattr(cls, "model_fields", {}))
+
+
+def explain(error: ValidationError, model_cls: type[BaseModel], prefix: str = "") -> str:
+    """One line for the first problem in a ValidationError."""
+    err = error.errors()[0]
+    loc = tuple(str(p) for p in err["loc"])
+    dotted = prefix + ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(model_cls, loc[:-1])
+        near = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+        hint = f" (did you mean '{prefix + '.'.join(loc[:-1] + (near[0],))}'?)" if near else ""
+        if not near and valid:
+            hint = f" (valid keys: {', '.join(valid)})"
+        return f"unknown key '{dotted}'{hint}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if msg.startswith(("unknown ", "invalid value for '")):
+        return msg  # a nested config already explained itself
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    if not loc:  # a check across fields of the section itself
+        return f"invalid {prefix.rstrip('.') or 'config'}: {msg}"
+    return f"invalid value for '{dotted}': {msg}{shown}"
+
+
+def parse_config(model_cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as e:
+        raise BadInput(explain(e, model_cls, prefix)) from None
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON where it parses (numbers, booleans, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        low = text.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        return text  # "none" stays a word: configs turn it into None where a field may be None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings to a nested dict (a copy is returned)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise BadInput(f"expected key=value, got '{item}'")
+        key, _, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise BadInput(f"bad key '{key}' in '{item}'")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise BadInput(f"'{p}' in '{key}' is a value, not a section")
+            node = nxt
+        node[parts[-1]] = parse_value(raw)
+    return out
+
+
+def task_section(value: Any, make, what: str) -> dict[str, Any]:
+    """A run config's `task` section, from a name or a mapping with a name: the name and every knob of the
+    task's config (defaults filled in), as `make(name, **knobs)` validates them. `what` names the kind of
+    task in the error for anything else."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise ValueError(f"task must be {what} name or a mapping with a name")
+    return {"name": value["name"], **make(value["name"], **task_params(value)).config.to_json()}
+
+
+def task_params(section: dict[str, Any]) -> dict[str, Any]:
+    """A task section's knobs: everything but its name."""
+    return {k: v for k, v in section.items() if k != "name"}
