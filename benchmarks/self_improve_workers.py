@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from seqlab.self_improve.rounds import self_improve
-from seqlab.runs.text import resolve_config
+from seqlab.runs import make_config
 from seqlab.self_improve.config import SelfImproveConfig
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"--workers expects a list like 1,2, got {a.workers!r}", file=sys.stderr)
         return 2
-    run = resolve_config({
+    run = make_config({
         "task": {"name": "addition", "min_len": 1, "max_len": 10},
         "format": {"reverse_output": True, "zero_pad": True, "reverse_operands": True, "max_offset": 20},
         "model": {"n_layers": 1, "d_model": 128, "n_heads": 4, "position": "abacus"},

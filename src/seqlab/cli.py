@@ -30,34 +30,15 @@ def _print_json(obj) -> None:
 @app.command()
 def tasks(as_json: bool = typer.Option(False, "--json", help="one JSON object per line")):
     """List the registered tasks."""
-    from seqlab.tasks import TASKS
-    from seqlab.tasks.function_classes import FUNCTIONS
-    from seqlab.tasks.token_base import TOKEN_TASKS
+    from seqlab.runs import KINDS
 
-    width = max(map(len, [*TASKS, *FUNCTIONS, *TOKEN_TASKS]))
-    for name in sorted(TASKS):
-        cls = TASKS[name]
-        knobs = sorted(cls.Config.model_fields)
-        if as_json:
-            _print_json({"name": name, "kind": "sequence", "description": cls().describe(), "slice_key": cls.slice_key,
-                         "config": knobs})
-        else:
-            out.print(f"[bold]{name:{width}}[/bold] {cls().describe()}  [dim]({', '.join(knobs)})[/dim]")
-    for name in sorted(FUNCTIONS):  # vector-valued prompts for in-context learning
-        cls = FUNCTIONS[name]
-        knobs = sorted(cls.Config.model_fields)
-        if as_json:
-            _print_json({"name": name, "kind": "function", "description": cls().describe(), "config": knobs})
-        else:
-            tag = f"in-context function class ({', '.join(knobs)})"
-            out.print(f"[bold]{name:{width}}[/bold] {cls().describe()}  [dim]{tag}[/dim]")
-    for name in sorted(TOKEN_TASKS):  # token ids over a task's own vocabulary, scored at chosen positions
-        cls = TOKEN_TASKS[name]
-        knobs = sorted(cls.Config.model_fields)
-        if as_json:
-            _print_json({"name": name, "kind": "token", "description": cls().describe(), "config": knobs})
-        else:
-            out.print(f"[bold]{name:{width}}[/bold] {cls().describe()}  [dim]token task ({', '.join(knobs)})[/dim]")
+    width = max(len(name) for k in KINDS.values() for name in k.tasks)
+    for k in KINDS.values():
+        for name in sorted(k.tasks):
+            if as_json:
+                _print_json(k.task_listing(name))
+            else:
+                out.print(f"[bold]{name:{width}}[/bold] {k.tasks[name]().describe()}  [dim]{k.task_tag(name)}[/dim]")
 
 
 @app.command()
@@ -106,34 +87,19 @@ def sample(
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
 ):
     """Print examples of a task: prompt, target and the canonical problem in `meta`."""
-    from seqlab.formats.samples import sample_examples
+    from seqlab.runs import kind_of_task
 
     task_params, fmt_overrides = _split_params(params or [])
     if n < 0:
         raise BadInput("--n must be >= 0")
-    from seqlab.tasks.function_classes import FUNCTIONS, get_function
-    from seqlab.tasks.token_base import TOKEN_TASKS, get_token_task
-
-    # Token tasks and function classes write their own prompts: no text format applies.
-    for registry, get_kind, what in ((TOKEN_TASKS, get_token_task, "a token task: it writes token ids itself"),
-                                     (FUNCTIONS, get_function, "an in-context function class")):
-        if task not in registry:
-            continue
-        if fmt_overrides:
-            raise BadInput(f"{task} is {what} and has no text format")
-        gen = get_kind(task, **task_params)
-        for i in range(n):
-            rec = gen.sample_record(seed, split, i)
-            text = f"{rec['prompt']}  [bold green]{rec['target']}[/bold green]"
-            _print_json(rec) if as_json else out.print(text, highlight=False)
-        return
-    for rec in sample_examples(task, task_params, fmt_overrides, n, seed, split):
-        _print_json(rec) if as_json else out.print(f"{rec['prompt']}[bold green]{rec['target']}[/bold green]  [dim]{rec['meta']}[/dim]", highlight=False)
+    kind = kind_of_task(task)  # token tasks and function classes write their own prompts: no text format
+    for rec in kind.sample(task, task_params, fmt_overrides, n, seed, split):
+        _print_json(rec) if as_json else out.print(kind.sample_line(rec), highlight=False)
 
 
 def _config_args(args: list[str] | None) -> tuple[dict | None, list[str]]:
     """`[CONFIG.yaml] [key=value ...]`: (the file's sections or None, the overrides)."""
-    from seqlab.runs.text import load_config_file
+    from seqlab.runs import load_config_file
 
     args = list(args or [])
     if args and "=" not in args[0]:
@@ -158,21 +124,13 @@ def train(
 
 
 def _train(args: list[str] | None, out_dir: Path, quiet: bool) -> None:
-    from seqlab.runs import kinds as run_kinds
+    from seqlab import runs
 
     base, overrides = _config_args(args)
-    kind = _run_kind(base, overrides, out_dir)
-    config = run_kinds.resolve_args(kind, base, overrides) if (base is not None or overrides) else None
-    summary = run_kinds.train(kind, out_dir, config, quiet=quiet)
+    kind, config = runs.resolve_command(base, overrides, out_dir)
+    summary = runs.train(out_dir, config, kind, quiet=quiet)
     ev = summary["final_eval"]
-    msg = f"step {summary['step']}"
-    if ev and kind == "text":
-        msg += f", exact match {ev['exact_match']:.4f} on {ev['n']} test problems"
-    elif ev and kind == "icl":
-        msg += f", mean error {ev['error']:.4f} over every prefix of the test prompts"
-    elif ev:
-        msg += f", accuracy {ev['accuracy']:.4f} at the scored positions of {ev['n']} test sequences"
-    _say_once(f"{msg}; run in {out_dir}")
+    _say_once(f"step {summary['step']}" + (f", {kind.eval_line(ev)}" if ev else "") + f"; run in {out_dir}")
 
 
 def _say_once(msg: str) -> None:
@@ -181,63 +139,6 @@ def _say_once(msg: str) -> None:
 
     if world().is_main:
         typer.echo(msg, err=True)
-
-
-def _run_kind(base: dict | None, overrides: list[str], out_dir: Path) -> str:
-    """Which kind of run a train command is about: "icl" (an in-context function class), "token" (a
-    token task) or "text" (a task with a text format), from its task name or the run it resumes."""
-    from seqlab.core.configs import apply_overrides
-    from seqlab.runs.kinds import kind_of_task
-    from seqlab.runs.text import is_run_dir
-
-    if base is None and not overrides:
-        return _stored_kind(out_dir) if is_run_dir(out_dir) else "text"
-    task = apply_overrides(base or {}, list(overrides)).get("task", {})
-    name = task if isinstance(task, str) else task.get("name") if isinstance(task, dict) else None
-    if name is None and is_run_dir(out_dir):  # a resume that changes other settings only
-        return _stored_kind(out_dir)
-    return kind_of_task(name)
-
-
-def _stored_kind(run_dir: Path) -> str:
-    from seqlab.runs.text import run_kind
-
-    return run_kind(run_dir) or "text"
-
-
-def _eval_token(run_dir: Path, n: int, seed: int | None, as_json: bool) -> None:
-    from seqlab.runs.token import evaluate_token_run
-
-    r = evaluate_token_run(run_dir, n, seed)
-    if as_json:
-        _print_json(r)
-        return
-    out.print(f"{r['task']}: accuracy {r['accuracy']:.4f} over {r['n_scored']} scored positions, "
-              f"exact match {r['exact_match']:.4f} over {r['n']} test sequences (eval/accuracy.json)")
-
-
-def _eval_icl(run_dir: Path, ks: str | None, n: int, seed: int | None, baselines: str, as_json: bool) -> None:
-    from seqlab.eval.icl_curves import at_k
-    from seqlab.runs.icl_eval import evaluate_icl
-    from seqlab.runs.text import parse_lengths
-
-    names = [b for b in baselines.split(",") if b]
-    result = evaluate_icl(run_dir, n, names, slow_n=min(n, 200), slow_ks=parse_lengths(ks) if ks else [], seed=seed)
-    if as_json:
-        _print_json(result)
-        return
-    curves = result["curves"]
-    wanted = parse_lengths(ks) if ks else curves["model"]["k"]
-    table = Table(title=f"{result['task']}: error against in-context examples k (n={n}, d={result['n_dims']})")
-    table.add_column("k", justify="right")
-    for label in curves:
-        table.add_column(label, justify="right")
-    for k in wanted:
-        cells = [at_k(c, k) for c in curves.values()]
-        table.add_row(str(k), *("—" if v is None else f"{v:.4f}" for v in cells))
-    out.print(table)
-    for name, why in result["skipped"].items():
-        out.print(f"[dim]{name} skipped: {why}[/dim]")
 
 
 @app.command("eval")
@@ -252,34 +153,18 @@ def eval_cmd(
     """Exact match per length on held-out problems; writes eval/by_length.json and a plot.
 
     On an in-context learning run: error against k (--lengths picks the k), beside --baselines."""
-    from seqlab.runs import text as runs
-    from seqlab.runs.icl import is_icl_run
+    from seqlab import runs
 
     if n < 1:
         raise BadInput("--n must be at least 1")
-    if is_icl_run(run_dir):
-        return _eval_icl(run_dir, lengths, n, seed, baselines, as_json)
-    if _stored_kind(run_dir) == "token":
-        if lengths:
-            raise BadInput("--lengths applies to text tasks and in-context runs; a token-task run is scored as a whole")
-        return _eval_token(run_dir, n, seed, as_json)
-    if lengths:
-        lens = runs.parse_lengths(lengths)
-    else:
-        trained = runs.read_run_config(run_dir).make_task().config
-        lens = list(range(trained.min_len, trained.max_len + 1))
-    result = runs.evaluate_by_length(run_dir, lens, n, seed)
+    request = runs.EvalRequest(lengths=lengths, n=n, seed=seed, baselines=baselines)
+    run = runs.load(run_dir)
+    result = run.kind.evaluate(run, request)
     if as_json:
         _print_json(result)
         return
-    table = Table(title=f"{result['task']}: exact match by length (n={n})")
-    table.add_column("length", justify="right")
-    table.add_column("exact match", justify="right")
-    lo, hi = result["train_range"]
-    for k, v in result["exact_match_by_length"].items():
-        table.add_row(k + (" *" if lo <= int(k) <= hi else ""), f"{v:.3f}")
-    out.print(table)
-    out.print("[dim]* inside the training range[/dim]")
+    for part in run.kind.eval_tables(result, request):
+        out.print(part)
 
 
 @app.command("self-improve")

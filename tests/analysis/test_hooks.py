@@ -26,7 +26,7 @@ from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model
 B, L, V, D = 3, 9, 24, 32
 DECODERS = {
     "decoder": dict(),
-    "hybrid": dict(mixers="mamba,attention", position="none", d_state=4),
+    "hybrid": dict(mixers="mamba,attention", position="none", mamba={"d_state": 4}),
     "mixer_only": dict(mlp="none", bias=True),
     "encoder": dict(arch="encoder"),
 }

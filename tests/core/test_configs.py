@@ -4,31 +4,31 @@ import pytest
 
 from seqlab.core.configs import apply_overrides, parse_value
 from seqlab.core.errors import BadInput
-from seqlab.runs.text import resolve_config
+from seqlab.runs import make_config
 from seqlab.train.schedule import lr_at
 
 
 def test_hash_is_stable_and_sensitive():
-    a = resolve_config({}, ["model.d_model=64", "task.max_len=5"])
-    b = resolve_config({"task": {"max_len": 5}}, ["model.d_model=64"])
+    a = make_config({}, ["model.d_model=64", "task.max_len=5"])
+    b = make_config({"task": {"max_len": 5}}, ["model.d_model=64"])
     assert a.stable_hash() == b.stable_hash()
-    assert a.stable_hash() != resolve_config({}, ["model.d_model=32", "task.max_len=5"]).stable_hash()
+    assert a.stable_hash() != make_config({}, ["model.d_model=32", "task.max_len=5"]).stable_hash()
 
 
 def test_config_round_trips_through_json():
     from seqlab.train import RunConfig
 
-    c = resolve_config({}, ["task.name=sort", "task.alphabet=xyz", "model.position=alibi"])
+    c = make_config({}, ["task.name=sort", "task.alphabet=xyz", "model.position=alibi"])
     assert RunConfig.model_validate(c.to_json()) == c
     assert c.to_json()["task"] == {"name": "sort", "sampling": "independent", "min_len": 1, "max_len": 10, "alphabet": "xyz"}
 
 
 def test_none_unsets_optional_fields_and_stays_a_word_elsewhere():
-    from seqlab.runs.text import resolve_config
+    from seqlab.runs import make_config
 
-    cfg = resolve_config({}, ["model.position=none", "train.target_accuracy=none", "model.d_mlp=null"])
+    cfg = make_config({}, ["model.position=none", "train.target_accuracy=none", "model.d_mlp=null"])
     assert cfg.model.position == "none" and cfg.train.target_accuracy is None and cfg.model.d_mlp is None
-    assert resolve_config({}, ["train.target_accuracy=0.9"]).train.target_accuracy == 0.9
+    assert make_config({}, ["train.target_accuracy=0.9"]).train.target_accuracy == 0.9
 
 
 def test_overrides_parse_values():
@@ -41,9 +41,9 @@ def test_overrides_parse_values():
 
 def test_unknown_key_names_nearest():
     with pytest.raises(BadInput, match=r"unknown key 'train\.learning_rat' \(did you mean"):
-        resolve_config({}, ["train.learning_rat=1"])
+        make_config({}, ["train.learning_rat=1"])
     with pytest.raises(BadInput, match="did you mean 'train.batch_size'"):
-        resolve_config({}, ["train.batchsize=1"])
+        make_config({}, ["train.batchsize=1"])
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "wsd", "constant"])

@@ -36,24 +36,20 @@ def _one_line_error(code, out, err) -> str:
 def runs(tmp_path_factory):
     """Tiny trained runs: text task with RoPE (tied), text task with NoPE (untied, with biases), token task
     with NoPE (2 layers, tied)."""
-    from seqlab.runs.text import resolve_config, train_run
-    from seqlab.runs.token import resolve_token_config, train_token_run
+    from seqlab.runs import make_config, train
 
     root = tmp_path_factory.mktemp("export-runs")
-    train_run(root / "rope", resolve_config({}, TINY + LLAMA + ["model.position=rope"]), quiet=True)
-    train_run(root / "nope", resolve_config({}, TINY + LLAMA + ["model.position=none", "model.tie_embeddings=false",
+    train(root / "rope", make_config({}, TINY + LLAMA + ["model.position=rope"]), quiet=True)
+    train(root / "nope", make_config({}, TINY + LLAMA + ["model.position=none", "model.tie_embeddings=false",
                                                                  "model.bias=true"]), quiet=True)
-    train_token_run(root / "token", resolve_token_config({}, TOKEN_TINY + LLAMA + ["model.position=none"]), quiet=True)
+    train(root / "token", make_config({}, TOKEN_TINY + LLAMA + ["model.position=none"]), quiet=True)
     return root
 
 
 def _seqlab_model(run: Path):
-    from seqlab.runs.text import load_run, run_kind
-    from seqlab.runs.token import load_token_run
+    from seqlab.runs import load
 
-    if run_kind(run) == "token":
-        return load_token_run(run, device="cpu")[2]
-    return load_run(run, device="cpu")[3]
+    return load(run, device="cpu").model
 
 
 @needs_hf
@@ -120,25 +116,25 @@ def _fake_run(path: Path, config) -> Path:
     ("model.arch=encoder", "train with model.arch=decoder"),
 ])
 def test_refuses_what_llama_cannot_express(cli, tmp_path, override, says):
-    from seqlab.runs.text import resolve_config
+    from seqlab.runs import make_config
 
-    run = _fake_run(tmp_path / "run", resolve_config({}, TINY + LLAMA + [override]))
+    run = _fake_run(tmp_path / "run", make_config({}, TINY + LLAMA + [override]))
     line = _one_line_error(*cli("export", run, "--to", "hf", tmp_path / "hf"))
     assert says in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_refuses_other_runs_targets_and_folders(cli, tmp_path):
-    from seqlab.runs.icl import resolve_icl_config
-    from seqlab.runs.text import resolve_config
+    from seqlab.runs import get_kind
+    from seqlab.runs import make_config
 
-    icl = _fake_run(tmp_path / "icl", resolve_icl_config({}, []))
+    icl = _fake_run(tmp_path / "icl", get_kind("icl").resolve({}))
     assert "in-context learning run" in _one_line_error(*cli("export", icl, "--to", "hf", tmp_path / "a"))
     assert "does not exist" in _one_line_error(*cli("export", tmp_path / "missing", "--to", "hf", tmp_path / "b"))
     (tmp_path / "plain").mkdir()
     assert "not a seqlab run directory" in _one_line_error(*cli("export", tmp_path / "plain", "--to", "hf", tmp_path / "c"))
 
-    run = _fake_run(tmp_path / "run", resolve_config({}, TINY + LLAMA))
+    run = _fake_run(tmp_path / "run", make_config({}, TINY + LLAMA))
     before = _snapshot(run)
     assert "no checkpoint" in _one_line_error(*cli("export", run, "--to", "hf", tmp_path / "d"))
     assert "only target is hf" in _one_line_error(*cli("export", run, "--to", "onnx", tmp_path / "e"))

@@ -14,11 +14,11 @@ torch.set_num_threads(1)
 CONFIGS = [
     {"mixers": "attention", "canon": 2},
     {"mixers": "mamba", "mlp": "none", "norm": "rmsnorm", "position": "none"},
-    {"mixers": "linear", "feature_map": "taylor", "feature_dim": 8},
-    {"mixers": "linear", "feature_map": "elu"},
-    {"mixers": "sliding_window", "window": 3},
+    {"mixers": "linear", "linear": {"feature_map": "taylor", "feature_dim": 8}},
+    {"mixers": "linear", "linear": {"feature_map": "elu"}},
+    {"mixers": "sliding_window", "sliding_window": {"window": 3}},
     {"mixers": "mamba,attention", "canon": 3},
-    {"mixers": "linear,sliding_window", "window": 4},
+    {"mixers": "linear,sliding_window", "sliding_window": {"window": 4}},
 ]
 
 
@@ -59,7 +59,8 @@ def test_mixers_cycle_over_the_layers():
 
 
 def test_state_size_of_a_hybrid_is_the_sum_of_its_layers_by_hand():
-    m = small(n_layers=3, mixers="attention,mamba,sliding_window", window=8, d_state=4, d_conv=4, expand=2)
+    m = small(n_layers=3, mixers="attention,mamba,sliding_window", sliding_window={"window": 8},
+              mamba={"d_state": 4, "d_conv": 4, "expand": 2})
     L, D = 100, 32
     attention = 2 * D * L  # keys and values of every past token
     mamba = (2 * D) * 4 + (2 * D) * 3  # d_inner * d_state + d_inner * (d_conv - 1)

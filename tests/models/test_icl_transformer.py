@@ -7,7 +7,7 @@ import torch
 
 from seqlab.eval.icl_curves import at_k, bootstrap_interval, error_curve
 from seqlab.data.prompts import Curriculum, PromptStream, Ramp, garg_curriculum
-from seqlab.runs.icl import score
+from seqlab.eval.icl_scoring import score
 from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model, interleave
 from seqlab.tasks.function_classes import get_function
 

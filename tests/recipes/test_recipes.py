@@ -58,3 +58,15 @@ def test_a_claim_about_one_option_is_judged_only_under_it():
     assert claim.applies("cpu", argparse.Namespace(task="copy"))
     assert not claim.applies("cpu", argparse.Namespace(task="maze"))
     assert not claim.applies("smoke", argparse.Namespace(task="copy"))
+
+
+def test_an_unknown_recipe_names_the_nearest_or_lists_them_all():
+    from seqlab.core.errors import BadInput
+    from seqlab.recipes import get_recipe
+
+    with pytest.raises(BadInput) as e:
+        get_recipe("additoin")
+    assert str(e.value) == "unknown recipe 'additoin' (did you mean 'addition'?)"
+    with pytest.raises(BadInput) as e:
+        get_recipe("zzz")
+    assert str(e.value) == f"unknown recipe 'zzz' (known: {', '.join(sorted(RECIPES))})"

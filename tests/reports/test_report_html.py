@@ -78,7 +78,7 @@ def dirs(tmp_path_factory):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from seqlab.runs import text as runs
+    from seqlab import runs
     from seqlab.recipes import RECIPES
     from seqlab.recipes.base import Claim, run_recipe
     from seqlab.sweeps.sweep import load_sweep, write_sweep_json
@@ -86,7 +86,7 @@ def dirs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("reports")
     run = root / "run"
-    runs.train_run(run, runs.resolve_config(None, TINY), quiet=True)
+    runs.train(run, runs.make_config(None, TINY), quiet=True)
 
     recipe = root / "recipe"
     run_recipe("addition", "smoke", 0, recipe, [], quiet=True)

@@ -91,7 +91,7 @@ def test_points_that_are_not_scored_are_left_out_of_loss_and_error(cli, tmp_path
     import torch
 
     from seqlab.data.prompts import PromptStream
-    from seqlab.runs.icl import score
+    from seqlab.eval.icl_scoring import score
     from seqlab.models.icl_transformer import masked_mse
     from seqlab.tasks.function_classes import get_function
 

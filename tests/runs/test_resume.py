@@ -79,7 +79,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
 
     from seqlab.core.errors import RunFailed
     from seqlab.models.decoder import Decoder
-    from seqlab.runs.text import resolve_config, train_run
+    from seqlab.runs import make_config, train
 
     real = Decoder.loss
     calls = {"n": 0}
@@ -92,7 +92,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
     monkeypatch.setattr(Decoder, "loss", poisoned)
     out = tmp_path / "run"
     with pytest.raises(RunFailed, match="loss became nan at step 9"):
-        train_run(out, resolve_config({}, TINY), quiet=True)
+        train(out, make_config({}, TINY), quiet=True)
     assert _latest_step(out) == 6
     state = json.loads((out / "checkpoints" / "step_00000006" / "state.json").read_text())
     assert state["step"] == 6

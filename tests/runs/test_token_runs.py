@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from seqlab.tasks.token_base import get_token_task
-from seqlab.runs.token import score_tokens
+from seqlab.eval.token_scoring import score_tokens
 
 TINY = ["task.name=mqar", "task.vocab_size=32", "task.input_seq_len=16", "task.num_kv_pairs=2", "model.n_layers=1",
         "model.d_model=16", "model.n_heads=2", "train.batch_size=8", "train.steps=12", "train.eval_every=4",

@@ -8,7 +8,7 @@ from seqlab.core.errors import BadInput
 from seqlab.formats.format import Format, FormatConfig
 from seqlab.core.io import read_json, read_jsonl
 from seqlab.self_improve.rounds import self_improve
-from seqlab.runs.text import resolve_config
+from seqlab.runs import make_config
 from seqlab.tasks import Example, get
 from seqlab.tasks.arithmetic import Addition
 from seqlab.self_improve.label_filters import length_filter, majority_vote, validity_filter
@@ -65,7 +65,7 @@ def test_mixture_stream_draws_labels_as_given_and_is_deterministic():
 
 # -- the loop --------------------------------------------------------------------------------------
 def _run(**train):
-    return resolve_config({
+    return make_config({
         "task": {"name": "addition", "min_len": 1, "max_len": 3},
         "format": {"reverse_output": True, "zero_pad": True, "max_offset": 4},
         "model": {"n_layers": 1, "d_model": 32, "n_heads": 2, "position": "coupling"},
@@ -87,7 +87,7 @@ def test_round_lengths_follow_the_schedule():
 
 
 def test_a_schedule_of_operand_lengths_labels_exactly_those_sizes(tmp_path):
-    run = resolve_config({
+    run = make_config({
         "task": {"name": "multiplication_steps", "min_len": 1, "max_len": 2}, "format": {"reverse_output": False},
         "model": {"n_layers": 1, "d_model": 32, "n_heads": 2, "position": "none"},
         "train": {"steps": 10, "batch_size": 8, "warmup": 2, "eval_every": 10, "eval_n": 4, "checkpoint_every": 5}})
@@ -186,10 +186,10 @@ def test_the_papers_multiplication_schedule():
 
 def test_arms_can_share_round_zero(tmp_path):
     from seqlab.self_improve.rounds import seeded_config
-    from seqlab.runs.text import train_run
+    from seqlab.runs import train
 
     run = _run()
-    train_run(tmp_path / "r0" / "m0", seeded_config(run, 0), quiet=True)
+    train(tmp_path / "r0" / "m0", seeded_config(run, 0), quiet=True)
     si = SelfImproveConfig(**{**SMOKE, "rounds": 1})
     shared = self_improve(tmp_path / "shared", run, si, quiet=True, round0=tmp_path / "r0")
     alone = self_improve(tmp_path / "alone", run, si, quiet=True)

@@ -9,11 +9,13 @@ from collections import Counter
 
 from hypothesis import given, note, settings
 
-from seqlab.tasks import get
+from seqlab.core.configs import task_section
+from seqlab.tasks import TASKS, get, task_class
 from tests.tasks.checks_arithmetic import CASES, canonical, shared_task
 from tests.tasks.checks_common import assert_repeated_calls_agree
 
-NAME = "multiplication_steps"
+NAME = "multiplication-steps"
+OLD_NAME = "multiplication_steps"  # its name until every task name was written with hyphens
 
 
 def read_reversed(text: str) -> int:
@@ -82,3 +84,27 @@ def test_pairs_visits_every_length_pair_equally_often():
 
 def test_repeated_calls_agree():
     assert_repeated_calls_agree(NAME)
+
+
+def test_the_old_name_still_works_and_draws_the_same_examples():
+    assert task_class(OLD_NAME) is task_class(NAME) and TASKS.renamed(OLD_NAME) == NAME
+    old, new = get(OLD_NAME, max_len=2), get(NAME, max_len=2)
+    assert [old.example(2, s, i) for s in ("train", "test") for i in range(50)] == \
+        [new.example(2, s, i) for s in ("train", "test") for i in range(50)]
+    # The streams are still seeded by the old name, so a seed gives the examples it gave before the rename.
+    firsts = [new.example(0, "train", i) for i in range(3)]
+    assert [ex.prompt + ex.answer for ex in firsts] == ["98*69=435+0108=4458", "0*66=00+000=000", "5*0=00=00"]
+
+
+def test_the_old_name_says_the_new_one_once(cli, monkeypatch):
+    monkeypatch.setattr(TASKS, "_told", set())
+    code, out, err = cli("sample", OLD_NAME, "--n", "1")
+    assert code == 0 and out.strip()
+    assert err.strip().splitlines() == [f"task '{OLD_NAME}' is now called '{NAME}'"]
+    code, _, err = cli("sample", OLD_NAME, "--n", "1")
+    assert code == 0 and err == ""
+
+
+def test_a_config_that_says_the_old_name_stores_the_new_one():
+    assert task_section(OLD_NAME, get, "a task") == task_section(NAME, get, "a task")
+    assert task_section({"name": OLD_NAME, "max_len": 3}, get, "a task")["name"] == NAME

@@ -13,7 +13,7 @@ import random
 import pytest
 
 from seqlab.core.errors import BadInput
-from seqlab.tasks import get, names
+from seqlab.tasks import TASKS, Task, get, names
 
 
 def fields(task, seed, split, indices):
@@ -99,7 +99,17 @@ def test_unknown_split_is_bad_input():
 
 
 def test_registry_lists_the_tasks():
-    assert {"addition", "multiplication", "copy", "reverse", "sort"} <= set(names())
+    assert names() == sorted(TASKS) and len(TASKS) > 0
+
+
+@pytest.mark.parametrize("name", names())
+def test_every_registered_task_keeps_the_contract(name):
+    task = get(name)
+    assert isinstance(task, Task) and type(task) is TASKS[name] and task.name == name
+    assert task.describe() and "\n" not in task.describe()
+    for split in ("train", "test"):
+        ex = task.example(0, split, 0)
+        assert ex.prompt.endswith("=") and ex.answer and get(name).example(0, split, 0) == ex
 
 
 @pytest.mark.parametrize("typo, meant", [("additon", "addition"), ("multiplcation", "multiplication"),
@@ -109,9 +119,10 @@ def test_unknown_task_suggests_the_nearest_name(typo, meant):
         get(typo)
 
 
-def test_unknown_task_without_a_near_name_is_bad_input():
-    with pytest.raises(BadInput, match="nope"):
+def test_unknown_task_without_a_near_name_lists_the_known_ones():
+    with pytest.raises(BadInput) as e:
         get("nope")
+    assert str(e.value) == f"unknown task 'nope' (known: {', '.join(sorted(TASKS))})"
 
 
 @pytest.mark.parametrize("name, key, meant", [("addition", "max_lne", "max_len"), ("copy", "alphabt", "alphabet"),

@@ -18,9 +18,9 @@ from seqlab.data.text import TrainStream
 from seqlab.core.errors import BadInput
 from seqlab.formats.format import Format
 from seqlab.data.prompts import PromptBatch, PromptStream
-from seqlab.runs.icl import resolve_icl_config
 from seqlab.models.icl_transformer import build_icl_model
-from seqlab.runs.text import build_parts, resolve_config
+from seqlab.runs import make_config
+from seqlab.runs.text import build_parts
 from seqlab.train.distributed import World, rows, shard
 
 needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -70,7 +70,7 @@ def _assert_same_training(multi: Path, single: Path) -> float:
 
 
 def test_each_rank_takes_its_rows_of_the_global_batch():
-    config = resolve_config({}, ["task.min_len=1", "task.max_len=3"])
+    config = make_config({}, ["task.min_len=1", "task.max_len=3"])
     task = config.make_task()
     stream = TrainStream(task, Format(config.format, task, config.format_position_ids), seed=0, batch_size=8)
     batch = stream.batch(3)
@@ -91,7 +91,7 @@ def test_unequal_token_counts_make_the_weighting_matter():
     batch's mean loss by far more than LOSS_TOL; weighting each half by its scored tokens gives it. (After
     a few steps of training: at initialisation every token's loss is near log V, and the halves agree.)"""
     torch.manual_seed(0)
-    config = resolve_config({}, ["task.min_len=1", "task.max_len=3", "model.n_layers=1", "model.d_model=32", "model.n_heads=2"])
+    config = make_config({}, ["task.min_len=1", "task.max_len=3", "model.n_layers=1", "model.d_model=32", "model.n_heads=2"])
     task, fmt, model = build_parts(config)
     stream = TrainStream(task, fmt, seed=0, batch_size=16)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -116,7 +116,7 @@ def test_weights_of_in_context_prompts_give_the_batch_loss(arch):
     n_scored), linear self-attention's over prompts whose last point is scored (its loss_terms)."""
     torch.manual_seed(0)
     sizes = {"transformer": ["model.d_model=16", "model.n_heads=2", "model.max_points=7"], "lsa": []}[arch]
-    config = resolve_icl_config({}, ["task.name=many-outlier-regression", "task.n_dims=3", "task.n_points=7",
+    config = make_config({}, ["task.name=many-outlier-regression", "task.n_dims=3", "task.n_points=7",
                                      f"model.arch={arch}", "model.n_layers=1", *sizes])
     model = build_icl_model(config.model)
     batch = PromptStream(config.function_class(), seed=0, batch_size=16).batch(4)

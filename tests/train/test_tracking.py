@@ -30,9 +30,9 @@ def test_default_run_tracks_nothing_and_needs_no_tracker_package(tmp_path, cli, 
 @pytest.mark.parametrize("value, want", [("tensorboard", ["tensorboard"]), ("tensorboard,wandb", ["tensorboard", "wandb"]),
                                          ("[wandb]", ["wandb"]), ('["wandb"]', ["wandb"]), ("none", [])])
 def test_tracking_on_the_command_line(value, want):
-    from seqlab.runs.text import resolve_config
+    from seqlab.runs import make_config
 
-    assert resolve_config({}, [f"train.tracking={value}"]).train.tracking == want
+    assert make_config({}, [f"train.tracking={value}"]).train.tracking == want
 
 
 @pytest.mark.parametrize("backend, package", [("tensorboard", "torch.utils.tensorboard"), ("wandb", "wandb")])

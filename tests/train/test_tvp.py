@@ -90,17 +90,17 @@ def test_the_zero_shot_loss_trains_the_layers_that_form_the_vector():
 def test_a_tvp_run_trains_and_resumes_exactly(tmp_path):
     import json
 
-    from seqlab.runs.token import resolve_token_config, train_token_run
+    from seqlab.runs import make_config, train
 
     base = {"task": {"name": "icl-map", "maps": "add1,reverse", "n_symbols": 5, "word_len": 2, "n_demos": 3},
             "model": {"n_layers": 2, "d_model": 16, "n_heads": 2},
             "train": {"steps": 6, "batch_size": 4, "eval_every": 3, "eval_n": 8, "log_every": 1, "checkpoint_every": 3},
             "tvp": {"layer": 1, "weight": 0.5}}
-    whole = train_token_run(tmp_path / "whole", resolve_token_config(base), quiet=True)
+    whole = train(tmp_path / "whole", make_config(base), quiet=True)
     assert whole["step"] == 6
-    part = resolve_token_config({**base, "train": {**base["train"], "steps": 3}})
-    train_token_run(tmp_path / "split", part, quiet=True)
-    train_token_run(tmp_path / "split", resolve_token_config(base), quiet=True)
+    part = make_config({**base, "train": {**base["train"], "steps": 3}})
+    train(tmp_path / "split", part, quiet=True)
+    train(tmp_path / "split", make_config(base), quiet=True)
 
     def losses(d):
         return [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines() if "loss" in x]
@@ -112,9 +112,9 @@ def test_a_tvp_run_trains_and_resumes_exactly(tmp_path):
 def test_tvp_needs_the_mapping_task_and_a_layer_inside_the_model():
     import pytest
 
-    from seqlab.runs.token import resolve_token_config
+    from seqlab.runs import make_config
 
     with pytest.raises(Exception, match="icl-map"):
-        resolve_token_config({"task": {"name": "mqar"}, "tvp": {"layer": 0}})
+        make_config({"task": {"name": "mqar"}, "tvp": {"layer": 0}})
     with pytest.raises(Exception, match="past the model"):
-        resolve_token_config({"task": {"name": "icl-map"}, "model": {"n_layers": 2}, "tvp": {"layer": 2}})
+        make_config({"task": {"name": "icl-map"}, "model": {"n_layers": 2}, "tvp": {"layer": 2}})

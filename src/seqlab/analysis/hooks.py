@@ -18,13 +18,13 @@ caches the patched activations.
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn as nn
 
 from seqlab.core.errors import BadInput
+from seqlab.core.registry import nearest
 from seqlab.models.hook_points import HookFn, HookPoint, hook_points
 
 Names = None | str | Iterable[str] | Callable[[str], bool]
@@ -52,8 +52,8 @@ def _lookup(points: dict[str, HookPoint], name: str, model: nn.Module) -> HookPo
     ours = name
     for theirs, word in TL_WORDS.items():
         ours = ours.replace(theirs, word)
-    near = [ours] if ours in points else difflib.get_close_matches(name, list(points), n=1)
-    hint = f"did you mean '{near[0]}'?" if near else f"hook_names(model) lists its {len(points)}"
+    near = ours if ours in points else nearest(name, points)
+    hint = f"did you mean '{near}'?" if near else f"hook_names(model) lists its {len(points)}"
     raise BadInput(f"no hook point '{name}' in {type(model).__name__} ({hint})")
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from seqlab.analysis.hooks import hooks, run_with_cache
 from seqlab.analysis.patching import patch_vector
+from seqlab.core.targets import IGNORE
 
 
 def resid_post(layer: int) -> str:
@@ -68,7 +69,7 @@ def teacher_forced(model, tokens: torch.Tensor, targets: torch.Tensor) -> tuple[
     prediction there, and the summed log-probability of the scored targets (log P of the answer string)."""
     model.eval()
     logits = model(tokens).float()  # (B, L, V)
-    scored = targets != -100
+    scored = targets != IGNORE
     wanted = targets.clamp_min(0)
     logp = F.log_softmax(logits, -1).gather(-1, wanted[..., None])[..., 0]  # (B, L)
     hit = logits.argmax(-1) == wanted

@@ -6,7 +6,6 @@ one-line `BadInput` such as ``unknown key 'model.n_layer' (did you mean 'model.n
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import types
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from seqlab.core.errors import BadInput
+from seqlab.core.registry import nearest
 
 C = TypeVar("C", bound="Config")
 
@@ -70,8 +70,8 @@ def explain(error: ValidationError, model_cls: type[BaseModel], prefix: str = ""
     dotted = prefix + ".".join(loc)
     if err["type"] == "extra_forbidden":
         valid = _valid_keys(model_cls, loc[:-1])
-        near = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
-        hint = f" (did you mean '{prefix + '.'.join(loc[:-1] + (near[0],))}'?)" if near else ""
+        near = nearest(loc[-1], valid, cutoff=0.5)
+        hint = f" (did you mean '{prefix + '.'.join(loc[:-1] + (near,))}'?)" if near else ""
         if not near and valid:
             hint = f" (valid keys: {', '.join(valid)})"
         return f"unknown key '{dotted}'{hint}"
@@ -128,12 +128,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def task_section(value: Any, make, what: str) -> dict[str, Any]:
     """A run config's `task` section, from a name or a mapping with a name: the name and every knob of the
     task's config (defaults filled in), as `make(name, **knobs)` validates them. `what` names the kind of
-    task in the error for anything else."""
+    task in the error for anything else. The name stored is the task's own: a config that says a task's
+    old name reads back as the same run under the new one."""
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict) or "name" not in value:
         raise ValueError(f"task must be {what} name or a mapping with a name")
-    return {"name": value["name"], **make(value["name"], **task_params(value)).config.to_json()}
+    task = make(value["name"], **task_params(value))
+    return {"name": task.name, **task.config.to_json()}
 
 
 def task_params(section: dict[str, Any]) -> dict[str, Any]:

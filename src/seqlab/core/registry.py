@@ -16,6 +16,7 @@ iterate over whatever is registered instead of a hand-kept list of names.
 from __future__ import annotations
 
 import difflib
+import sys
 from typing import Generic, Iterator, TypeVar
 
 from seqlab.core.errors import BadInput
@@ -49,6 +50,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._descriptions: dict[str, str] = {}
         self._aliases: dict[str, str] = {}
+        self._told: set[str] = set()  # old names whose new name has been said
 
     def register(self, entry: T | None = None, *, name: str | None = None, description: str | None = None):
         """Register `entry` under `name` (default: its `name` attribute). Usable as `@REG.register` or
@@ -68,12 +70,27 @@ class Registry(Generic[T]):
         return add if entry is None else add(entry)
 
     def alias(self, old: str, new: str) -> None:
-        """Keep an old name working: `get(old)` answers with `new`'s entry (callers say the new name)."""
+        """Keep an old name working: `get(old)` answers with `new`'s entry, and `canonical(old)` is `new`
+        (saying so once)."""
         self._aliases[old] = new
 
     def renamed(self, name: str) -> str | None:
         """The new name of a renamed entry, or None."""
         return self._aliases.get(name)
+
+    def canonical(self, name: str) -> str:
+        """The registered name that `name` stands for: itself, or the new name of a renamed entry, which is
+        said once a process in one line on stderr (a config or a script that says the old name keeps
+        working, and whoever reads the output learns the new one); BadInput for a name never registered."""
+        if name in self._entries:
+            return name
+        new = self.renamed(name)
+        if new is None:
+            raise BadInput(self.unknown(name))
+        if name not in self._told:
+            self._told.add(name)
+            print(f"{self.what} '{name}' is now called '{new}'", file=sys.stderr)
+        return new
 
     def unknown(self, name: str) -> str:
         choices = sorted(self._entries) if self.sort_known else list(self._entries)

@@ -14,11 +14,10 @@ from typing import Iterator
 
 import torch
 
+from seqlab.core.targets import IGNORE
 from seqlab.formats.format import Encoded, Format
 from seqlab.tasks import Example, Task
 from seqlab.formats.tokenizer import PAD
-
-IGNORE = -100  # target value that the loss skips
 
 
 @dataclass

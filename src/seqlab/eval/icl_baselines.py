@@ -15,7 +15,6 @@ as Garg's networks did). Every baseline is a pure function of the prompts and `s
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from seqlab.core.errors import BadInput
+from seqlab.core.registry import Registry
 from seqlab.eval.icl_baselines_trees import greedy_tree, sklearn_tree, xgboost_regressor
 
 # Garg: get_relevant_baselines("sparse_linear_regression") tries Lasso at these alphas.
@@ -198,36 +198,32 @@ def _train_nets(torch, xs, train_y, weights, batches):
         return net(torch.from_numpy(xs[:, -1:]).float())[:, 0].double().numpy()
 
 
+# Listings and the "known:" hint keep the order in which the baselines are registered below.
+BASELINES: Registry[Baseline] = Registry("baseline", sort_known=False)
+
+
 def _entry(name, description, fit_predict=None, *, predict=None, requires=()):
-    return name, Baseline(name, description, tuple(requires), predict or prefixwise(fit_predict))
+    BASELINES.register(Baseline(name, description, tuple(requires), predict or prefixwise(fit_predict)))
 
 
-BASELINES: dict[str, Baseline] = dict(
-    [
-        _entry("least-squares", "minimum-norm least squares (Garg's LeastSquaresModel)", least_squares),
-        _entry("ridge", f"ridge regression, alpha={RIDGE_ALPHA} on the summed squared error", ridge(RIDGE_ALPHA)),
-        *[
-            _entry(f"lasso-{a:g}", f"Lasso(alpha={a:g}) without intercept (Garg's LassoModel)", lasso(a), requires=("sklearn",))
-            for a in LASSO_ALPHAS
-        ],
-        _entry("3-nn", "mean y of the 3 nearest x (Garg's NNModel)", nearest_neighbours),
-        _entry("averaging", "w = mean of y_j x_j (Garg's AveragingModel)", averaging),
-        _entry(
-            "gd-2layer",
-            f"2-layer ReLU net, width {GD_HIDDEN}, {GD_STEPS} Adam steps at lr {GD_LR:g} (Garg's GDModel)",
-            predict=gd_2layer,
-        ),
-        _entry("greedy-tree", "depth-4 CART regression tree in NumPy (as Garg's DecisionTreeModel(max_depth=4))", greedy_tree),
-        _entry("sklearn-tree", "sklearn DecisionTreeRegressor(max_depth=4) (Garg's DecisionTreeModel)", sklearn_tree(4),
-               requires=("sklearn",)),
-        _entry("sklearn-tree-full", "sklearn DecisionTreeRegressor(max_depth=None) (Garg's DecisionTreeModel)",
-               sklearn_tree(None), requires=("sklearn",)),
-        _entry("xgboost", "XGBRegressor with xgboost 1.6 defaults (Garg's XGBoostModel)", xgboost_regressor,
-               requires=("xgboost",)),
-        _entry("newton-logistic", f"logistic regression, {NEWTON_STEPS} Newton steps, L2 {NEWTON_L2:g}; tanh(w.x/2)",
-               newton_logistic),
-    ]
-)
+_entry("least-squares", "minimum-norm least squares (Garg's LeastSquaresModel)", least_squares)
+_entry("ridge", f"ridge regression, alpha={RIDGE_ALPHA} on the summed squared error", ridge(RIDGE_ALPHA))
+for _alpha in LASSO_ALPHAS:
+    _entry(f"lasso-{_alpha:g}", f"Lasso(alpha={_alpha:g}) without intercept (Garg's LassoModel)", lasso(_alpha),
+           requires=("sklearn",))
+_entry("3-nn", "mean y of the 3 nearest x (Garg's NNModel)", nearest_neighbours)
+_entry("averaging", "w = mean of y_j x_j (Garg's AveragingModel)", averaging)
+_entry("gd-2layer", f"2-layer ReLU net, width {GD_HIDDEN}, {GD_STEPS} Adam steps at lr {GD_LR:g} (Garg's GDModel)",
+       predict=gd_2layer)
+_entry("greedy-tree", "depth-4 CART regression tree in NumPy (as Garg's DecisionTreeModel(max_depth=4))", greedy_tree)
+_entry("sklearn-tree", "sklearn DecisionTreeRegressor(max_depth=4) (Garg's DecisionTreeModel)", sklearn_tree(4),
+       requires=("sklearn",))
+_entry("sklearn-tree-full", "sklearn DecisionTreeRegressor(max_depth=None) (Garg's DecisionTreeModel)",
+       sklearn_tree(None), requires=("sklearn",))
+_entry("xgboost", "XGBRegressor with xgboost 1.6 defaults (Garg's XGBoostModel)", xgboost_regressor,
+       requires=("xgboost",))
+_entry("newton-logistic", f"logistic regression, {NEWTON_STEPS} Newton steps, L2 {NEWTON_L2:g}; tanh(w.x/2)",
+       newton_logistic)
 
 
 def baseline_names(available_only: bool = False) -> list[str]:
@@ -235,17 +231,9 @@ def baseline_names(available_only: bool = False) -> list[str]:
     return [name for name in BASELINES if not available_only or missing_reason(name) is None]
 
 
-def _get(name: str) -> Baseline:
-    if name not in BASELINES:
-        near = difflib.get_close_matches(name, list(BASELINES), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(BASELINES)})"
-        raise BadInput(f"unknown baseline '{name}'{hint}")
-    return BASELINES[name]
-
-
 def missing_reason(name: str) -> str | None:
     """Why baseline `name` cannot run here (an optional package that does not import), or None."""
-    for module in _get(name).requires:
+    for module in BASELINES.get(name).requires:
         try:
             importlib.import_module(module)
         except ImportError:
@@ -259,7 +247,7 @@ def run_baseline(name: str, xs, ys, prefixes: Sequence[int] | None = None, seed:
     Column i is fitted on the first i pairs and evaluated at x_i; columns not in `prefixes`
     (None = all) are NaN.
     """
-    baseline = _get(name)
+    baseline = BASELINES.get(name)
     reason = missing_reason(name)
     if reason is not None:
         raise BadInput(f"baseline '{name}' cannot run: {reason}")

@@ -159,52 +159,28 @@ def llama_state_dict(model) -> dict[str, torch.Tensor]:
 
 
 # -- runs ---------------------------------------------------------------------------------------
-def _run_kind(run_dir: Path) -> str:
-    """The kind of a run that can export ("text" or "token"), checked before any weights are read."""
-    from seqlab.runs.text import read_config_as, read_run_config, run_kind
+def _exportable(run_dir: Path):
+    """The run's config, checked for a Llama before any weights are read (one line for a folder that is not
+    a run, or a run whose model reads no tokens)."""
+    from seqlab.runs import get_kind, read_config, stored_kind
+    from seqlab.runs.directory import article
+    from seqlab.runs.kind import DEFAULT_KIND
 
     if not run_dir.exists():
         raise BadInput(f"{run_dir} does not exist")
-    kind = run_kind(run_dir)
-    if kind == "icl":
-        raise BadInput(f"cannot export to hf: {run_dir} is an in-context learning run, whose model reads vectors, "
+    kind = stored_kind(run_dir) or get_kind(DEFAULT_KIND)  # no config.json: read_config says so
+    if not kind.reads_tokens:
+        raise BadInput(f"cannot export to hf: {run_dir} is {article(kind.title)} run, whose model reads vectors, "
                        "not token ids; export a text-task or token-task decoder run")
-    if kind == "token":
-        from seqlab.runs.token import TokenRunConfig
-
-        config = read_config_as(run_dir, TokenRunConfig)
-    else:
-        config = read_run_config(run_dir)  # one line for a folder that is not a run
+    config = read_config(run_dir, kind)
     check_llama_expressible(config.model)
-    return kind
-
-
-def _load_model(run_dir: Path, kind: str):
-    """(the model with the newest checkpoint's weights, on the CPU in eval mode; what its token ids mean;
-    Llama's special token ids; a nominal max_position_embeddings)."""
-    if kind == "token":
-        from seqlab.runs.token import load_token_run
-
-        config, task, model = load_token_run(run_dir, device="cpu")
-        vocab = {"source": f"token task {config.task['name']}: ids are the task's own symbols (seqlab sample shows them)",
-                 "tokens": [task.token_name(i) for i in range(model.vocab_size)], "pad_id": task.pad_id}
-        special = {"pad_token_id": task.pad_id}
-        return model, vocab, special, max(config.model.max_positions, task.max_length)
-    from seqlab.runs.text import load_run
-    from seqlab.formats.tokenizer import BOS, EOS, PAD
-
-    config, task, fmt, model = load_run(run_dir, device="cpu")
-    vocab = {"source": f"seqlab CharTokenizer of task {task.name} in the run's format: one id per character, "
-                       "prompts start with <bos>, answers end with <eos>",
-             "tokens": list(fmt.tokenizer.itos), "pad_id": PAD, "bos_id": BOS, "eos_id": EOS}
-    special = {"bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD}
-    return model, vocab, special, config.model.max_positions
+    return config
 
 
 def _check_out_dir(out: Path, run_dir: Path) -> None:
     """Refuse an OUT_DIR that is not a directory, holds something other than a previous export, or
     overlaps the run directory (replacing it would delete the run)."""
-    from seqlab.runs.text import check_writable
+    from seqlab.runs.directory import check_writable
 
     o, r = out.resolve(), run_dir.resolve()
     if o == r or r in o.parents or o in r.parents:
@@ -242,21 +218,24 @@ def _swap_in(tmp: Path, out: Path) -> None:
 def export_hf(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Write the run's newest weights as a transformers Llama directory in `out_dir`; returns the note
     written beside them (seqlab_export.json)."""
-    from seqlab.runs.text import git_commit
+    from seqlab.runs import load
+    from seqlab.runs.directory import git_commit
     from seqlab.train.checkpoint import latest_checkpoint
 
     run_dir = Path(run_dir)
-    kind = _run_kind(run_dir)
+    _exportable(run_dir)
     _check_out_dir(Path(out_dir), run_dir)
     out = Path(out_dir).resolve()  # "." or "x/.." would have no name to put the temporary folder beside
-    model, vocab, special, max_positions = _load_model(run_dir, kind)
+    run = load(run_dir, device="cpu")
+    model, vocab = run.model, run.kind.vocabulary(run)
+    special, max_positions = vocab.pop("special"), vocab.pop("max_length")
     ckpt = latest_checkpoint(run_dir)
     rms_eps = model.norm.eps if model.norm.eps is not None else 1e-6
     config = llama_config(model.config, model.vocab_size, max_positions, rms_eps, special)
     tensors = llama_state_dict(model)
     run_config = read_json(run_dir / "config.json")
     note = {"export": "hf: transformers LlamaForCausalLM", "seqlab_version": __version__, "git_commit": git_commit(),
-            "source": {"run_dir": str(run_dir.resolve()), "kind": kind, "checkpoint": ckpt.name,
+            "source": {"run_dir": str(run_dir.resolve()), "kind": run.kind.name, "checkpoint": ckpt.name,
                        "step": read_json(ckpt / "state.json")["step"],
                        "seqlab_version": run_config.get("seqlab_version"), "git_commit": run_config.get("git_commit")},
             "model": model.config.to_json(), "position": model.config.position,

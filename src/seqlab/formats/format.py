@@ -182,3 +182,18 @@ class Format:
         enc = self.encode(ex)
         top = max(max(enc.prompt_pos), enc.answer_pos_base + len(enc.answer) - 1)
         return top + (self.config.max_offset if self.position_ids != "standard" else 0)
+
+
+def parse_prompt(task: Task, text: str) -> Example:
+    """The problem a prompt written as the task writes it (`seqlab sample` without a format) states: its
+    operands are the runs of characters between the task's separators. Its answer is unknown (empty)."""
+    import re
+
+    seps = "".join(dict.fromkeys(task.symbols()))
+    parts = re.split(f"([{re.escape(seps)}]+)", text)
+    fields, ops = tuple(parts[0::2][:-1]), tuple(parts[1::2])
+    ex = Example(fields, ops, "")
+    if not text.endswith("=") or parts[-1] or not fields or not all(fields) or ex.prompt != text:
+        raise BadInput(f"{text!r} is not a prompt of {task.name}: operands joined by its separators "
+                       f"{task.symbols()!r} and ending with '=', as `seqlab sample {task.name}` writes them")
+    return ex

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
-
 from seqlab.core.errors import BadInput
+from seqlab.core.registry import unknown_name
 from seqlab.models.decoder import (
     FORMAT_POSITION_IDS,
     POSITIONS,
@@ -12,26 +11,28 @@ from seqlab.models.decoder import (
     Decoder,
     ModelConfig,
 )
-from seqlab.models.encoder_ntp import EncoderNTP
-from seqlab.models.mixers.registry import MIXERS
+from seqlab.models.registry import MODELS
 
-MODELS = {"decoder": Decoder, "encoder": EncoderNTP}
-DESCRIPTIONS = {
-    "decoder": "decoder-only backbone; mixers per layer (model.mixers): " + ", ".join(MIXERS)
-               + "; positions: " + ", ".join(POSITIONS),
-    "encoder": "encoder-only next-token prediction: a bidirectional pass over each prefix (Ewer et al. 2025)",
-    # Models of vector-valued prompts (in-context function classes), chosen with model.arch in an ICL run.
-    "transformer": "in-context learner: read-in, decoder blocks, read-out at each x (Garg et al. 2022)",
-    "looped": "in-context learner: one block looped b times with input injection (Yang et al. 2024)",
-    "lsa": "in-context learner: linear self-attention, no softmax or MLP (von Oswald 2023; Giannou 2025)",
-}
+# Importing a backbone's file registers it; this order is the order `seqlab models` lists them in.
+from seqlab.models import encoder_ntp, icl_transformer, lsa  # noqa: E402, F401  isort: skip
+
+# What `seqlab models` prints: each registered backbone with its description.
+DESCRIPTIONS = {name: MODELS.describe(name) for name in MODELS}
+
+
+def token_models() -> list[str]:
+    """The backbones that read token ids (model.arch of a text or token run)."""
+    return [name for name, model in MODELS.items() if model.inputs == "tokens"]
 
 
 def check_arch(name: str) -> None:
-    if name not in MODELS:
-        near = difflib.get_close_matches(name, list(MODELS), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(MODELS))})"
-        raise BadInput(f"unknown model '{name}'{hint}")
+    tokens = token_models()
+    if name in tokens:
+        return
+    if name in MODELS:
+        raise BadInput(f"model '{name}' learns in context from prompts of vectors (a function-class task); "
+                       f"a model of token ids is one of {', '.join(sorted(tokens))}")
+    raise BadInput(unknown_name("model", name, sorted(tokens)))
 
 
 def build(config: ModelConfig, vocab_size: int):
@@ -39,4 +40,5 @@ def build(config: ModelConfig, vocab_size: int):
     return MODELS[config.arch](config, vocab_size)
 
 
-__all__ = ["check_arch", "Decoder", "ModelConfig", "MODELS", "build", "POSITIONS", "FORMAT_POSITION_IDS", "TABLE_POSITIONS"]
+__all__ = ["check_arch", "Decoder", "DESCRIPTIONS", "ModelConfig", "MODELS", "build", "token_models", "POSITIONS",
+           "FORMAT_POSITION_IDS", "TABLE_POSITIONS"]

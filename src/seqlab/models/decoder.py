@@ -27,12 +27,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import model_validator
 
-from seqlab.core.configs import Config
+from seqlab.core.targets import IGNORE
+from seqlab.models.block_config import BlockConfig
 from seqlab.models.mixers.attention import SeqContext
 from seqlab.models.fused import swiglu
 from seqlab.models.hook_points import HookPoint
-from seqlab.models.mixers.registry import make_mixer, restore_own_inits
+from seqlab.models.mixers.registry import MIXERS, make_mixer, restore_own_inits, with_mixer_settings
 from seqlab.models.positions import rope_cos_sin
+from seqlab.models.registry import MODELS
 
 POSITIONS = ("none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative")
 # Which position ids each scheme needs from the format.
@@ -44,68 +46,28 @@ TABLE_POSITIONS = ("learned", "abacus", "coupling")
 RESIDUAL_OUTPUTS = ("mixer.proj.weight", "mlp.down.weight", "out_proj.weight")
 
 
-class ModelConfig(Config):
+@with_mixer_settings
+class ModelConfig(BlockConfig):
+    """The decoder's (and the encoder's, arch=encoder): the block's settings, each mixer's section, and the
+    embeddings and head around the blocks."""
+
     arch: str = "decoder"  # checked against the model registry
-    n_layers: int = 4
-    d_model: int = 128
-    n_heads: int = 4
-    d_mlp: int | None = None  # default 4 * d_model
-    mlp: Literal["gelu", "swiglu", "none"] = "gelu"  # none: blocks of a mixer alone (Mamba's own layout)
-    # The mixer of each layer: names from MIXERS, comma-separated, cycled over the layers
-    # ("mamba,attention" alternates). MambaFormer (Park et al. 2024): "mamba,attention,mamba,attention,...".
-    mixers: str = "attention"
-    d_state: int = 16  # mamba: state size per channel
-    d_conv: int = 4  # mamba: causal convolution width
-    expand: int = 2  # mamba: inner width / d_model
-    feature_map: Literal["identity", "elu", "taylor"] = "taylor"  # linear attention: the kernel's feature map
-    feature_dim: int = 16  # linear attention: query and key width per head before the feature map
-    window: int = 64  # sliding-window attention: keys seen per query (itself included)
+    position: Literal["none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative"] = "rope"
     # Kernel size of a causal depthwise convolution over the embeddings ("canon layer", Allen-Zhu 2025);
     # 0 = none. With 2, each token carries the one before it from the first layer on, which is the
     # previous-token head that recall (an induction head) otherwise has to learn first.
     canon: int = 0
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    position: Literal["none", "learned", "rope", "alibi", "abacus", "coupling", "coupling_relative"] = "rope"
     max_positions: int = 1024  # size of the position table (learned, abacus, coupling)
-    relative_clip: int = 3  # coupling_relative: id differences beyond this share one bias
-    log_length_scale: bool = False  # scalable softmax: attention logits times s_h * log(keys seen)
     rope_base: float = 10000.0
-    bias: bool = False
-    dropout: float = 0.0
     tie_embeddings: bool = True
 
     @model_validator(mode="after")
     def _check(self):
-        for k in ("n_layers", "d_model", "n_heads", "max_positions", "relative_clip"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.position == "rope" and (self.d_model // self.n_heads) % 2:
-            raise ValueError("rope needs an even head dimension")
+        if self.max_positions < 1:
+            raise ValueError("max_positions must be positive")
         if self.canon < 0:
             raise ValueError("canon must be >= 0 (0: no convolution)")
-        for k in ("d_state", "d_conv", "expand", "feature_dim", "window"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive")
-        from seqlab.models.mixers.registry import parse_mixers
-
-        names = parse_mixers(self.mixers)
-        if "sliding_window" in names and (self.position == "coupling_relative" or self.log_length_scale):
-            raise ValueError("sliding_window attention takes position none, learned, rope, alibi, abacus or coupling, "
-                             "without log_length_scale")
         return self
-
-    @property
-    def hidden(self) -> int:
-        return self.d_mlp or 4 * self.d_model
-
-    def layer_mixers(self) -> list[str]:
-        """The mixer name of each layer."""
-        from seqlab.models.mixers.registry import parse_mixers
-
-        pattern = parse_mixers(self.mixers)
-        return [pattern[i % len(pattern)] for i in range(self.n_layers)]
 
 
 def make_norm(kind: str, d: int) -> nn.Module:
@@ -113,7 +75,7 @@ def make_norm(kind: str, d: int) -> nn.Module:
 
 
 class MLP(nn.Module):
-    def __init__(self, c: ModelConfig):
+    def __init__(self, c: BlockConfig):
         super().__init__()
         self.swiglu = c.mlp == "swiglu"
         # SwiGLU's gate and up projections share one matmul.
@@ -166,7 +128,7 @@ class Block(nn.Module):
     hook_mlp_out, hook_resid_post (the block's output). Without an MLP there is no resid_mid or mlp_out.
     """
 
-    def __init__(self, c: ModelConfig, mixer: nn.Module):
+    def __init__(self, c: BlockConfig, mixer: nn.Module):
         super().__init__()
         has_mlp = c.mlp != "none"
         # Registered in the order they run, so a model's hook names list in forward order. No hook point
@@ -189,7 +151,11 @@ class Block(nn.Module):
         return self.hook_resid_post(x + self.hook_mlp_out(self.drop(self.mlp(self.norm2(x)))))
 
 
+@MODELS.register(name="decoder", description="decoder-only backbone; mixers per layer (model.mixers): " + ", ".join(MIXERS)
+                 + "; positions: " + ", ".join(POSITIONS))
 class Decoder(nn.Module):
+    inputs = "tokens"  # token ids (see models/registry.py)
+
     def __init__(self, config: ModelConfig, vocab_size: int):
         super().__init__()
         c = self.config = config
@@ -246,19 +212,21 @@ class Decoder(nn.Module):
         return self.head(self.hidden(tokens, pos_ids, caches, start))
 
     def scored_logits(self, tokens: torch.Tensor, targets: torch.Tensor, pos_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (N, V) and targets (N,) at the N positions whose target is not -100. The head runs
+        """Logits (N, V) and targets (N,) at the N positions whose target is not IGNORE. The head runs
         there only: with a vocabulary of 8,192 and 4 scored positions in 64 (MQAR), that is most of the work."""
-        keep = targets != -100
+        keep = targets != IGNORE
         return self.head(self.hidden(tokens, pos_ids)[keep]), targets[keep]
 
     def loss(self, tokens, targets, pos_ids=None) -> torch.Tensor:
-        """Mean cross-entropy over target positions (targets of -100 are ignored)."""
+        """Mean cross-entropy over target positions (targets of IGNORE are skipped)."""
         logits, wanted = self.scored_logits(tokens, targets, pos_ids)
         return F.cross_entropy(logits.float(), wanted)
 
     @torch.no_grad()
-    def generate(self, prompt, prompt_pos, pos_base, max_new_tokens: int, eos: int, use_cache: bool = True) -> torch.Tensor:
-        """Greedy decoding for a batch of prompts of equal length.
+    def generate(self, prompt, prompt_pos, pos_base, max_new_tokens: int, eos: int, use_cache: bool = True,
+                 pick=None) -> torch.Tensor:
+        """Decoding for a batch of prompts of equal length: greedy, or `pick(logits (B, V)) -> (B,)` ids
+        (seqlab.eval.sampling).
 
         prompt, prompt_pos: (B, Lp); pos_base: (B,), the position id of the first new token.
         Returns (B, max_new_tokens); rows that finished early are filled with `eos`.
@@ -277,7 +245,7 @@ class Decoder(nn.Module):
         for j in range(max_new_tokens):
             if not use_cache:
                 logits = self(tokens, pos)
-            nxt = logits[:, -1].argmax(-1)
+            nxt = logits[:, -1].argmax(-1) if pick is None else pick(logits[:, -1])
             nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
             out[:, j] = nxt
             done |= nxt == eos

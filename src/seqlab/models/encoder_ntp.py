@@ -17,13 +17,17 @@ import torch
 import torch.nn.functional as F
 
 from seqlab.core.errors import BadInput
+from seqlab.core.targets import IGNORE
 from seqlab.models.mixers.attention import SeqContext
 from seqlab.models.decoder import Decoder, ModelConfig
 from seqlab.models.positions import rope_cos_sin
+from seqlab.models.registry import MODELS
 
 ENCODER_POSITIONS = ("none", "learned", "rope")
 
 
+@MODELS.register(name="encoder",
+                 description="encoder-only next-token prediction: a bidirectional pass over each prefix (Ewer et al. 2025)")
 class EncoderNTP(Decoder):
     def __init__(self, config: ModelConfig, vocab_size: int):
         if config.position not in ENCODER_POSITIONS:
@@ -61,7 +65,7 @@ class EncoderNTP(Decoder):
         return self.prefix_logits(tokens, rows, ends).view(B, L, -1)
 
     def scored_logits(self, tokens: torch.Tensor, targets: torch.Tensor, pos_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, ends = (targets != -100).nonzero(as_tuple=True)
+        rows, ends = (targets != IGNORE).nonzero(as_tuple=True)
         if len(rows) == 0:
             return tokens.new_zeros(0, self.vocab_size, dtype=torch.float), targets.new_zeros(0)
         return self.prefix_logits(tokens, rows, ends), targets[rows, ends]
@@ -71,15 +75,17 @@ class EncoderNTP(Decoder):
         return F.cross_entropy(logits.float(), y)
 
     @torch.no_grad()
-    def generate(self, prompt, prompt_pos, pos_base, max_new_tokens: int, eos: int, use_cache: bool = True) -> torch.Tensor:
-        """Greedy decoding, one full bidirectional pass over the prefix per new token."""
+    def generate(self, prompt, prompt_pos, pos_base, max_new_tokens: int, eos: int, use_cache: bool = True,
+                 pick=None) -> torch.Tensor:
+        """Decoding (greedy, or `pick` as the decoder's), one full bidirectional pass over the prefix per new token."""
         B = prompt.shape[0]
         out = torch.full((B, max_new_tokens), eos, dtype=torch.long, device=prompt.device)
         done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
         tokens, rows = prompt, torch.arange(B, device=prompt.device)
         for j in range(max_new_tokens):
             ends = torch.full((B,), tokens.shape[1] - 1, device=prompt.device)
-            nxt = self.prefix_logits(tokens, rows, ends).argmax(-1)
+            logits = self.prefix_logits(tokens, rows, ends)
+            nxt = logits.argmax(-1) if pick is None else pick(logits)
             nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
             out[:, j] = nxt
             done |= nxt == eos

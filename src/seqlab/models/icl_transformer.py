@@ -26,26 +26,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import model_validator
 
-from seqlab.core.configs import Config
+from seqlab.core.errors import BadInput
+from seqlab.models.block_config import BlockConfig
 from seqlab.models.mixers.attention import SeqContext
-from seqlab.models.decoder import RESIDUAL_OUTPUTS, Block, ModelConfig, make_norm
+from seqlab.models.decoder import RESIDUAL_OUTPUTS, Block, make_norm
 from seqlab.models.hook_points import HookPoint
-from seqlab.models.mixers.registry import make_mixer, restore_own_inits
+from seqlab.models.mixers.registry import make_mixer, restore_own_inits, with_mixer_settings
 from seqlab.models.positions import rope_cos_sin
+from seqlab.models.registry import MODELS
 
 ICL_ARCHS = ("transformer", "looped")
 
 
-class ICLModelConfig(Config):
+@with_mixer_settings
+class ICLModelConfig(BlockConfig):
+    """The in-context learners': the block's settings and each mixer's section, as the decoder's, around a
+    read-in and read-out of vectors. Park et al. 2024's Mamba and MambaFormer read the same prompts with
+    model.mixers=mamba or mamba,attention (and position=none). In the looped model, n_layers counts the
+    layers inside the one block that is looped."""
+
     arch: Literal["transformer", "looped"] = "transformer"
-    n_dims: int = 20  # set from the task
-    n_layers: int = 4  # looped: layers inside the one block that is looped
-    d_model: int = 128
-    n_heads: int = 4
-    d_mlp: int | None = None  # default 4 * d_model
-    mlp: Literal["gelu", "swiglu", "none"] = "gelu"
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     position: Literal["learned", "none", "rope"] = "learned"  # Garg: GPT-2's learned positions
+    n_dims: int = 20  # set from the task
     max_points: int = 101  # the learned position table holds 2 * max_points tokens
     # A learned embedding of the token's kind (x or y), added after the read-in. Pre-norm blocks see
     # LayerNorm(y * a) = sign(y) * LayerNorm(a) for a y token without one: the label's size is lost to
@@ -55,32 +57,17 @@ class ICLModelConfig(Config):
     # 0 = none (Garg's model). With 2, a y token sees its own x directly instead of waiting for an
     # attention head to learn to look one token back, which is most of the plateau of early training.
     canon: int = 0
-    # The mixer of each layer, as the decoder's `mixers` ("attention", "mamba", "mamba,attention", ...):
-    # Park et al. 2024's Mamba and MambaFormer read the same prompts (with position="none").
-    mixers: str = "attention"
-    d_state: int = 16  # mamba layers: state size per channel
-    expand: int = 2  # mamba layers: inner width / d_model
-    dropout: float = 0.0
     loops: int = 12  # looped: the number of loops b at the end of the loop curriculum
     loop_window: int = 12  # looped: the loss averages the last T loops (Yang et al. 2024)
 
     @model_validator(mode="after")
     def _check(self):
-        for k in ("n_dims", "n_layers", "d_model", "n_heads", "max_points", "loops", "loop_window"):
+        for k in ("n_dims", "max_points", "loops", "loop_window"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive")
         if self.canon < 0:
             raise ValueError("canon must be >= 0 (0: no convolution)")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.position == "rope" and (self.d_model // self.n_heads) % 2:
-            raise ValueError("rope needs an even head dimension")
         return self
-
-    def block_config(self) -> ModelConfig:
-        return ModelConfig(n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, d_mlp=self.d_mlp,
-                           mlp=self.mlp, norm=self.norm, position=self.position, dropout=self.dropout,
-                           mixers=self.mixers, d_state=self.d_state, expand=self.expand)
 
 
 def masked_mse(preds: torch.Tensor, ys: torch.Tensor, scored: torch.Tensor | None = None) -> torch.Tensor:
@@ -100,6 +87,8 @@ def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 
 class _VectorIO(nn.Module):
     """Read-in, positions and read-out shared by both models."""
+
+    inputs = "vectors"  # in-context prompts (see models/registry.py)
 
     def __init__(self, c: ICLModelConfig):
         super().__init__()
@@ -156,10 +145,11 @@ class _VectorIO(nn.Module):
 
 
 def _blocks(c: ICLModelConfig) -> nn.ModuleList:
-    bc = c.block_config()
-    return nn.ModuleList(Block(bc, make_mixer(name, bc)) for name in bc.layer_mixers())
+    return nn.ModuleList(Block(c, make_mixer(name, c)) for name in c.layer_mixers())
 
 
+@MODELS.register(name="transformer",
+                 description="in-context learner: read-in, decoder blocks, read-out at each x (Garg et al. 2022)")
 class ICLTransformer(_VectorIO):
     def __init__(self, config: ICLModelConfig):
         super().__init__(config)
@@ -179,6 +169,8 @@ class ICLTransformer(_VectorIO):
         return masked_mse(self(xs, ys), ys, scored)
 
 
+@MODELS.register(name="looped",
+                 description="in-context learner: one block looped b times with input injection (Yang et al. 2024)")
 class LoopedTransformer(_VectorIO):
     def __init__(self, config: ICLModelConfig):
         super().__init__(config)
@@ -209,9 +201,8 @@ class LoopedTransformer(_VectorIO):
 
 
 def build_icl_model(config):
-    """The model for an ICLModelConfig or an LSAConfig (linear self-attention)."""
-    if config.arch == "lsa":
-        from seqlab.models.lsa import LinearTransformer
-
-        return LinearTransformer(config)
-    return (LoopedTransformer if config.arch == "looped" else ICLTransformer)(config)
+    """The model for an ICLModelConfig or an LSAConfig (linear self-attention), by its arch."""
+    model = MODELS.get(config.arch)
+    if model.inputs != "vectors":
+        raise BadInput(f"model '{config.arch}' reads token ids, not in-context prompts of vectors")
+    return model(config)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from pydantic import model_validator
 
 from seqlab.core.configs import Config
+from seqlab.models.registry import MODELS
 
 
 class LinearSelfAttention(nn.Module):
@@ -93,8 +94,12 @@ def prompt_tokens(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     return torch.cat([xs, ys_seen[..., None].to(xs.dtype)], dim=2)
 
 
+@MODELS.register(name="lsa", description="in-context learner: linear self-attention, no softmax or MLP "
+                                          "(von Oswald 2023; Giannou 2025)")
 class LinearTransformer(nn.Module):
     """A stack of LSA layers over the prompt's tokens; predicts the last y from the first k-1 pairs."""
+
+    inputs = "vectors"  # in-context prompts (see models/registry.py)
 
     def __init__(self, config: LSAConfig):
         super().__init__()

@@ -11,7 +11,7 @@ from typing import Any
 
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.reports.markdown import length_table, results_header
-from seqlab.runs.text import evaluate_by_length, resolve_config, train_run
+from seqlab.runs import evaluate_by_length, load, make_config, train
 from seqlab.eval.plots import accuracy_by_length
 
 TRAIN_LENGTHS = (1, 10)
@@ -43,7 +43,7 @@ def reverse_addition_config(position: str, s: dict[str, Any], seed: int, index_h
         "model": {**s["model"], "position": position},
         "train": {**s["train"], "seed": seed},
     }
-    return resolve_config(base)
+    return make_config(base)
 
 
 BUDGETS = {
@@ -71,9 +71,10 @@ BUDGETS = {
 def run(ctx: Context) -> Outcome:
     s = ctx.settings
     run_dir = ctx.run_dir("reverse-addition")
-    summary = train_run(run_dir, reverse_addition_config("coupling", s, ctx.seed), quiet=ctx.quiet)
-    at10 = evaluate_by_length(run_dir, [10], s["n_at_10"], label="at_10")
-    table = evaluate_by_length(run_dir, s["lengths"], s["n_per_length"])
+    summary = train(run_dir, reverse_addition_config("coupling", s, ctx.seed), quiet=ctx.quiet)
+    trained = load(run_dir)  # one load for both evaluations; the run's plot is of the lengths table
+    at10 = evaluate_by_length(trained, [10], s["n_at_10"], label="at_10", plot=False)
+    table = evaluate_by_length(trained, s["lengths"], s["n_per_length"])
     curve = {int(k): v for k, v in table["exact_match_by_length"].items()}
     accuracy_by_length({"coupling": curve}, ctx.out / "plots" / "accuracy_by_length.png", TRAIN_LENGTHS,
                        title="reverse addition: exact match by operand length")

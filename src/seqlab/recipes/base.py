@@ -7,7 +7,6 @@ metric, and writes the file atomically. A recipe's run function only trains, mea
 from __future__ import annotations
 
 import argparse
-import difflib
 import platform
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ import torch
 from seqlab.core.version import __version__
 from seqlab.core.errors import BadInput
 from seqlab.core.io import atomic_write_text, read_json, write_json
-from seqlab.runs.text import check_writable
+from seqlab.core.registry import Registry
+from seqlab.runs.directory import check_writable
 from seqlab.train import pick_device
 
 BUDGETS = ("smoke", "cpu", "gpu")
@@ -93,19 +93,12 @@ def task_settings(budget_settings: dict[str, Any], spec: dict[str, Any], budget:
     return out
 
 
-RECIPES: dict[str, Recipe] = {}
-
-
-def register(recipe: Recipe) -> Recipe:
-    RECIPES[recipe.name] = recipe
-    return recipe
+RECIPES: Registry[Recipe] = Registry("recipe")
+register = RECIPES.register  # each recipe's module calls register(Recipe(...)) once
 
 
 def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        near = difflib.get_close_matches(name, list(RECIPES), n=1)
-        raise BadInput(f"unknown recipe '{name}'" + (f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(RECIPES))})"))
-    return RECIPES[name]
+    return RECIPES.get(name)
 
 
 def parse_options(recipe: Recipe, args: list[str]) -> argparse.Namespace:

@@ -19,7 +19,7 @@ from seqlab.eval.plots import accuracy_by_step
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.reports.markdown import results_header
 from seqlab.tasks.token_base import IGNORE, get_token_task
-from seqlab.runs.token import evaluate_token_run, resolve_token_config, train_token_run
+from seqlab.runs import evaluate_tokens, make_config, train
 
 BUDGETS = {
     "smoke": {
@@ -73,12 +73,12 @@ def run(ctx: Context) -> Outcome:
     metrics: dict[str, Any] = {}
     curves: dict[str, dict[int, float]] = {}
     for arch in ("decoder", "encoder"):
-        config = resolve_token_config({"task": {"name": "count3", **s["task"]},
+        config = make_config({"task": {"name": "count3", **s["task"]},
                                        "model": {"arch": arch, "position": "rope", **s["model"]},
                                        "train": {**s["train"], "seed": ctx.seed}})
         run_dir = ctx.run_dir(arch)
-        summary = train_token_run(run_dir, config, quiet=ctx.quiet)
-        ev = evaluate_token_run(run_dir, s["n_test"])
+        summary = train(run_dir, config, quiet=ctx.quiet)
+        ev = evaluate_tokens(run_dir, s["n_test"])
         metrics.update({f"{arch}.accuracy": ev["accuracy"], f"{arch}.exact_match": ev["exact_match"],
                         f"{arch}.train_seconds": round(summary["train_seconds"] or 0.0, 1),
                         f"{arch}.n_params": summary["n_params"],

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from seqlab.eval.plots import error_by_points
-from seqlab.runs.icl import load_icl_run, model_predictions, resolve_icl_config, score, train_icl_run
+from seqlab.eval.icl_scoring import model_predictions, score
+from seqlab.runs import load, make_config, train
 from seqlab.models.newton_construction import NewtonLayout, newton_layer, newton_schulz_numpy, newton_tokens, read_iterate
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.reports.markdown import results_header
@@ -88,7 +89,7 @@ def run(ctx: Context) -> Outcome:
     trained, runs, seconds = {}, {}, 0.0
     for depth in lsa["depths"]:
         label = f"lsa-depth{depth}"
-        config = resolve_icl_config({
+        config = make_config({
             "task": {"name": "linear-regression", "n_dims": d, "n_points": n_points},
             "model": {"arch": "lsa", "n_layers": depth, "clip": lsa.get("clip")},
             # Each LSA layer is a cubic polynomial of its input, so a deep stack is a polynomial of degree
@@ -97,9 +98,9 @@ def run(ctx: Context) -> Outcome:
                       "warmup": min(500, lsa["steps"] // 5), "weight_decay": 0.0, "eval_every": max(1, lsa["steps"] // 4),
                       "eval_n": 256, "log_every": max(1, lsa["steps"] // 20),
                       "checkpoint_every": max(1, lsa["steps"] // 4), "seed": ctx.seed}})
-        summary = train_icl_run(ctx.run_dir(label), config, quiet=ctx.quiet)
+        summary = train(ctx.run_dir(label), config, quiet=ctx.quiet)
         seconds += summary["train_seconds"] or 0.0
-        _, _, model = load_icl_run(ctx.run_dir(label))
+        model = load(ctx.run_dir(label)).model
         trained[depth] = float(np.nanmean(score(fc, model_predictions(model, p.xs, p.ys), p.ys)[:, -1]))
         runs[label] = f"runs/{label}"
     newton = newton_errors(p.xs, p.ys, lsa["depths"], fc.error_scale)

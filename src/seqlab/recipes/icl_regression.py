@@ -17,8 +17,7 @@ from typing import Any
 from seqlab.eval.icl_curves import at_k, ratio
 from seqlab.eval.plots import error_by_points
 from seqlab.data.prompts import curriculum_ramps
-from seqlab.runs.icl_eval import evaluate_icl
-from seqlab.runs.icl import resolve_icl_config, train_icl_run
+from seqlab.runs import evaluate_icl, make_config, train
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register, task_settings
 from seqlab.reports.markdown import results_header
 from seqlab.tasks.function_classes import function_names, get_function, parse_shift
@@ -93,7 +92,7 @@ def family_settings(family: str, budget: str) -> dict[str, Any]:
 def run_config(family: str, s: dict[str, Any], seed: int):
     d, n_points = s["task"]["n_dims"], s["task"]["n_points"]
     curriculum = curriculum_ramps(s.get("curriculum"), d, n_points)
-    return resolve_icl_config({"task": {"name": family, **s["task"]}, "model": {**s["model"], "max_points": n_points},
+    return make_config({"task": {"name": family, **s["task"]}, "model": {**s["model"], "max_points": n_points},
                                "train": {**s["train"], "seed": seed}, "curriculum": curriculum})
 
 
@@ -109,7 +108,7 @@ def run(ctx: Context) -> Outcome:
     d, n_points = s["task"]["n_dims"], s["task"]["n_points"]
     config = run_config(family, s, ctx.seed)
     run_dir = ctx.run_dir(family)
-    summary = train_icl_run(run_dir, config, quiet=ctx.quiet)
+    summary = train(run_dir, config, quiet=ctx.quiet)
     ks = key_ks(d, n_points)
     ev = evaluate_icl(run_dir, s["n_eval"], FAMILIES[family]["baselines"], s["slow_n"], ks, seed=ctx.seed)
     curves = ev["curves"]

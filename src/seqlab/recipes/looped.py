@@ -18,7 +18,8 @@ import torch
 from seqlab.eval.icl_curves import at_k, error_curve, ratio
 from seqlab.eval.plots import error_by_points
 from seqlab.data.prompts import curriculum_ramps
-from seqlab.runs.icl import load_icl_run, model_predictions, resolve_icl_config, score, train_icl_run
+from seqlab.eval.icl_scoring import model_predictions, score
+from seqlab.runs import load, make_config, train
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.reports.markdown import results_header
 from seqlab.tasks.function_classes import get_function
@@ -64,7 +65,7 @@ def model_config(family: str, s: dict[str, Any], seed: int, looped: bool):
         lc = s["loop_curriculum"]
         curriculum["loops"] = {"start": min(lc["start"], model["loops"]), "end": model["loops"], "inc": lc["inc"],
                                "interval": lc["interval"]}
-    return resolve_icl_config({"task": {"name": family, **s["task"]}, "model": model,
+    return make_config({"task": {"name": family, **s["task"]}, "model": model,
                                "train": {**s["train"], "seed": seed}, "curriculum": curriculum})
 
 
@@ -87,8 +88,8 @@ def run(ctx: Context) -> Outcome:
     curves, metrics, runs = {}, {}, {}
     for label, looped in (("standard", False), ("looped", True)):
         run_dir = ctx.run_dir(f"{family}-{label}")
-        summary = train_icl_run(run_dir, model_config(family, s, ctx.seed, looped), quiet=ctx.quiet)
-        _, _, model = load_icl_run(run_dir)
+        summary = train(run_dir, model_config(family, s, ctx.seed, looped), quiet=ctx.quiet)
+        model = load(run_dir).model
         curves[label] = error_curve(score(fc, model_predictions(model, p.xs, p.ys), p.ys), seed=ctx.seed)
         metrics[f"{label}.n_params"] = summary["n_params"]
         metrics[f"{label}.train_seconds"] = round(summary["train_seconds"] or 0.0, 1)

@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from seqlab.eval.icl_curves import at_k
-from seqlab.runs.icl_eval import evaluate_icl
-from seqlab.runs.icl import resolve_icl_config, train_icl_run
+from seqlab.runs import evaluate_icl, make_config, train
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.reports.markdown import results_header
 
@@ -76,11 +75,11 @@ def run(ctx: Context) -> Outcome:
         task_settings = {**s["task"], **extra.get(ctx.budget, {})}
         n_points = task_settings["n_points"]
         for label, model in MODELS.items():
-            config = resolve_icl_config({"task": {"name": task, **task_settings},
+            config = make_config({"task": {"name": task, **task_settings},
                                          "model": {**s["model"], **model, "max_points": n_points},
                                          "train": {**s["train"], "seed": ctx.seed}})
             run_dir = ctx.run_dir(f"{task}-{label}")
-            summary = train_icl_run(run_dir, config, quiet=ctx.quiet)
+            summary = train(run_dir, config, quiet=ctx.quiet)
             ev = evaluate_icl(run_dir, s["n_eval"], [], seed=ctx.seed)
             err = at_k(ev["curves"]["model"], n_points - 1)
             value = 1 - err if ev["kind"] == "classification" else err

@@ -7,7 +7,7 @@ from typing import Any
 
 from seqlab.core.configs import task_params
 from seqlab.recipes.base import Context
-from seqlab.runs.token import load_token_run, resolve_token_config, train_token_run
+from seqlab.runs import load, make_config, train
 
 # Training prompts: 4 to 8 demonstrations of one map, words of 3 symbols over 10; the maps are the issue's
 # examples (add k, copy the symbol at h, reverse, a fixed permutation; add1 is "next letter").
@@ -50,13 +50,13 @@ BUDGETS: dict[str, dict[str, Any]] = {
 def train_mapping_model(ctx: Context, label: str, tvp: dict[str, Any] | None = None):
     """Train (or resume) the decoder `label` of a recipe; returns (summary, task params, model)."""
     s = ctx.settings
-    config = resolve_token_config({"task": {"name": "icl-map", **s["task"]},
+    config = make_config({"task": {"name": "icl-map", **s["task"]},
                                    "model": {"position": "rope", **s["model"]},
                                    "train": {**s["train"], "seed": ctx.seed},
                                    **({"tvp": tvp} if tvp else {})})
     run_dir = ctx.run_dir(label)
-    summary = train_token_run(run_dir, config, quiet=ctx.quiet)
-    _, _, model = load_token_run(run_dir)
+    summary = train(run_dir, config, quiet=ctx.quiet)
+    model = load(run_dir).model
     model.eval()
     return summary, task_params(config.task), model
 

@@ -20,7 +20,7 @@ from typing import Any
 from seqlab.eval.plots import accuracy_by_state_size
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.reports.markdown import results_header
-from seqlab.runs.token import resolve_token_config, train_token_run
+from seqlab.runs import evaluate_tokens, make_config, train
 
 # The mixer families of the grid: model settings laid over the budget's model section. Mamba's block is
 # its own mixer and gate (no MLP), as in Gu & Dao and Zoology's Mamba configs; `based` is Zoology's recipe
@@ -28,8 +28,9 @@ from seqlab.runs.token import resolve_token_config, train_token_run
 FAMILIES: dict[str, dict[str, Any]] = {
     "attention": {"mixers": "attention"},
     "mamba": {"mixers": "mamba", "mlp": "none", "norm": "rmsnorm"},
-    "linear (taylor)": {"mixers": "linear", "feature_map": "taylor", "feature_dim": 16},
-    "based": {"mixers": "linear,sliding_window", "feature_map": "taylor", "feature_dim": 16, "window": 16},
+    "linear (taylor)": {"mixers": "linear", "linear": {"feature_map": "taylor", "feature_dim": 16}},
+    "based": {"mixers": "linear,sliding_window", "linear": {"feature_map": "taylor", "feature_dim": 16},
+              "sliding_window": {"window": 16}},
     "mamba + attention": {"mixers": "mamba,attention"},
 }
 
@@ -77,14 +78,14 @@ CANON = 2
 
 
 def _config(task: dict[str, Any], model: dict[str, Any], train: dict[str, Any], seed: int):
-    return resolve_token_config({"task": {"name": "mqar", **task}, "model": {"position": "rope", "canon": CANON, **model},
+    return make_config({"task": {"name": "mqar", **task}, "model": {"position": "rope", "canon": CANON, **model},
                                  "train": {**train, "seed": seed}})
 
 
 def _timed(ctx: Context, label: str, part: dict[str, Any]) -> dict[str, Any]:
     """Train attention until 99% of test queries are right; its seconds and accuracy."""
     s = ctx.settings
-    summary = train_token_run(ctx.run_dir(label), _config(part["task"], part["model"], s["train"], ctx.seed), quiet=ctx.quiet)
+    summary = train(ctx.run_dir(label), _config(part["task"], part["model"], s["train"], ctx.seed), quiet=ctx.quiet)
     ev = summary["final_eval"] or {}
     return {f"{label}.accuracy": ev.get("accuracy"), f"{label}.steps": summary["step"],
             f"{label}.seconds": round(summary["fit_seconds"], 1) if summary.get("fit_seconds") else None,
@@ -93,7 +94,6 @@ def _timed(ctx: Context, label: str, part: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> Outcome:
-    from seqlab.runs.token import evaluate_token_run
 
     s = ctx.settings
     metrics: dict[str, Any] = {}
@@ -109,8 +109,8 @@ def run(ctx: Context) -> Outcome:
         for width in grid["widths"]:
             label = f"grid-{family.replace(' ', '').replace('(', '-').replace(')', '').replace('+', '-')}-{width}"
             model = {"n_layers": grid["n_layers"], "d_model": width, "n_heads": max(1, width // 32), **extra}
-            summary = train_token_run(ctx.run_dir(label), _config(grid["task"], model, train, ctx.seed), quiet=ctx.quiet)
-            acc = evaluate_token_run(ctx.run_dir(label), s["n_test"])["accuracy"]
+            summary = train(ctx.run_dir(label), _config(grid["task"], model, train, ctx.seed), quiet=ctx.quiet)
+            acc = evaluate_tokens(ctx.run_dir(label), s["n_test"])["accuracy"]
             points.setdefault(family, []).append({"width": width, "state_size": summary["state_size"], "accuracy": acc,
                                                   "n_params": summary["n_params"], "steps": summary["step"]})
             metrics[f"grid.{family}.d{width}.accuracy"] = acc

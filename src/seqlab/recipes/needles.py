@@ -23,12 +23,8 @@ from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.reports.markdown import results_header
 from seqlab.tasks.kv_retrieval import NAMES
 from seqlab.tasks.token_base import IGNORE, get_token_task
-from seqlab.runs.token import (
-    load_token_run,
-    resolve_token_config,
-    score_tokens,
-    train_token_run,
-)
+from seqlab.eval.token_scoring import score_tokens
+from seqlab.runs import load, make_config, train
 
 BUDGETS = {
     "smoke": {
@@ -81,12 +77,12 @@ def answer_parts(tokens: np.ndarray, targets: np.ndarray, right: np.ndarray) -> 
 
 def run(ctx: Context) -> Outcome:
     s = ctx.settings
-    config = resolve_token_config({"task": {"name": "kv-retrieval", **s["task"]},
+    config = make_config({"task": {"name": "kv-retrieval", **s["task"]},
                                    "model": {"position": "rope", "canon": CANON, **s["model"]},
                                    "train": {**s["train"], "seed": ctx.seed}})
     run_dir = ctx.run_dir("decoder")
-    summary = train_token_run(run_dir, config, quiet=ctx.quiet)
-    _, _, model = load_token_run(run_dir)
+    summary = train(run_dir, config, quiet=ctx.quiet)
+    model = load(run_dir).model
     trained = config.task["num_dicts"]
     base = task_params(config.task)
     grid: dict[str, dict[str, float]] = {}

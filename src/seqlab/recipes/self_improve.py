@@ -24,7 +24,7 @@ from seqlab.eval.plots import accuracy_by_length, label_accuracy_by_round
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register, task_settings
 from seqlab.reports.markdown import length_table, longest_at, results_header
 from seqlab.self_improve.rounds import self_improve, train_models
-from seqlab.runs.text import resolve_config
+from seqlab.runs import make_config
 from seqlab.self_improve.config import SelfImproveConfig
 
 # task option -> (task settings, format settings, filters). Starting ranges follow the paper.
@@ -95,7 +95,7 @@ def _run_config(ctx: Context, spec: dict[str, Any], s: dict[str, Any]):
     if s["start_top"] is not None:  # a shorter starting range than the paper's
         task["max_len"] = s["start_top"]
     position = spec.get("position", "none")
-    return resolve_config({"task": task, "format": spec["format"], "model": {**s["model"], "position": position},
+    return make_config({"task": task, "format": spec["format"], "model": {**s["model"], "position": position},
                            "train": {**s["train"], "seed": ctx.seed}})
 
 

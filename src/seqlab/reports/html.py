@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from seqlab.core.errors import BadInput
 from seqlab.core.io import atomic_write_text, read_json, read_jsonl
+from seqlab.runs import stored_kind
 
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
 SKIP_DIRS = {"checkpoints", "tensorboard", "wandb"}  # weights and trackers' own files, not plots
@@ -193,7 +194,8 @@ def run_html(path: Path) -> str:
     task = config.get("task", {})
     steps = config.get("train", {}).get("steps")
     done = records[-1].get("step") if records else 0
-    meta = meta_line([f"{config.get('kind', 'text')} run", f"task {task.get('name', '?') if isinstance(task, dict) else task}",
+    kind = stored_kind(path)
+    meta = meta_line([f"{kind.name if kind else '?'} run", f"task {task.get('name', '?') if isinstance(task, dict) else task}",
                       f"step {done} of {steps}", f"device {config.get('train', {}).get('device', '?')}",
                       f"seqlab {config.get('seqlab_version', '?')}",
                       f"commit {str(config['git_commit'])[:10]}" if config.get("git_commit") else ""])
@@ -272,12 +274,12 @@ def recipe_html(path: Path) -> str:
 # -- a sweep directory -------------------------------------------------------------------------
 def load_sweep_dir(path: Path):
     """The Sweep a sweep directory's sweep.json describes (its file is not run again)."""
-    from seqlab.runs import kinds as run_kinds
+    from seqlab.runs import get_kind, resolve
     from seqlab.sweeps.sweep import Sweep, SweepRun
 
     meta = _read(path / "sweep.json", "a sweep's sweep.json")
     try:
-        runs = [SweepRun(i, r["label"], r["kind"], run_kinds.resolve(r["kind"], r["config"]), path / "runs" / r["label"])
+        runs = [SweepRun(i, r["label"], r["kind"], resolve(get_kind(r["kind"]), r["config"]), path / "runs" / r["label"])
                 for i, r in enumerate(meta["runs"])]
         return Sweep(Path(meta["file"]), meta["name"], path, runs, list(meta["varying"])), meta
     except (KeyError, TypeError, AttributeError) as e:

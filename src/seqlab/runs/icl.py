@@ -1,28 +1,29 @@
-"""In-context learning runs: a function class, a vector-reading model, the trainer, and error curves.
+"""In-context learning runs: a function class, a model that reads vector-valued prompts, Garg's curriculum,
+and error against the number of in-context examples k beside classical baselines on the same prompts.
 
-The run directory has DESIGN.md's layout; `config.json` holds `"kind": "icl"` so `seqlab eval` and
-`seqlab report` know to score it by normalised squared error against the number of in-context
-examples rather than by exact match.
+config.json holds `"kind": "icl"`.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator, model_validator
 
-from seqlab.core.configs import Config, apply_overrides, parse_config, task_params, task_section
+from seqlab.core.configs import Config, task_params, task_section
 from seqlab.core.errors import BadInput
+from seqlab.core.io import write_json
 from seqlab.data.prompts import Curriculum, PromptStream
+from seqlab.eval.icl_curves import at_k, error_curve
+from seqlab.eval.icl_scoring import baseline_curves, is_slow, model_predictions, score
 from seqlab.models.icl_transformer import ICLModelConfig, build_icl_model
 from seqlab.models.lsa import LSAConfig
-from seqlab.runs.text import check_writable, is_run_dir, load_newest_weights, prepare_run, read_config_as, run_kind, write_run_config
-from seqlab.tasks.function_classes import FunctionClass, get_function
-from seqlab.train import TrainConfig, Trainer, pick_device
+from seqlab.runs.directory import parse_lengths
+from seqlab.runs.kind import KINDS, EvalRequest, Parts, RunKind
+from seqlab.tasks.function_classes import FUNCTIONS, FunctionClass, get_function
+from seqlab.train import TrainConfig
 
 
 class ICLRunConfig(Config):
@@ -62,44 +63,8 @@ class ICLRunConfig(Config):
     def function_class(self) -> FunctionClass:
         return get_function(self.task["name"], **task_params(self.task))
 
-
-def resolve_icl_config(base: dict[str, Any] | None = None, overrides: list[str] = ()) -> ICLRunConfig:
-    return parse_config(ICLRunConfig, apply_overrides(base or {}, list(overrides)))
-
-
-def is_icl_run(run_dir: Path) -> bool:
-    return run_kind(run_dir) == "icl"
-
-
-def read_icl_config(run_dir: Path) -> ICLRunConfig:
-    return read_config_as(run_dir, ICLRunConfig)
-
-
-# -- scoring ------------------------------------------------------------------------------------
-def score(fc: FunctionClass, preds: np.ndarray, ys: np.ndarray, scored: np.ndarray | None = None) -> np.ndarray:
-    """Per-prompt, per-k error: squared error / fc.error_scale for regression (Garg's normalisation,
-    so predicting 0 scores about 1), and 0/1 error of the sign for classification. Points outside
-    `scored` (Park's outliers, vector-mqar's context) are NaN: no mean reads them."""
-    if preds.ndim == 1:  # a model that predicts the last point only (linear self-attention)
-        preds = np.concatenate([np.full((len(ys), ys.shape[1] - 1), np.nan), preds[:, None]], axis=1)
-    if fc.kind == "classification":
-        err = np.where(np.isnan(preds), np.nan, (np.sign(preds) != np.sign(ys)).astype(np.float64))
-    else:
-        err = (preds.astype(np.float64) - ys) ** 2 / fc.error_scale
-    return err if scored is None else np.where(scored[:, : err.shape[1]], err, np.nan)
-
-
-@torch.no_grad()
-def model_predictions(model, xs: np.ndarray, ys: np.ndarray, loops: int | None = None, batch: int = 256) -> np.ndarray:
-    """(n, k) predictions of every prefix, in batches, on the model's device."""
-    model.eval()
-    dev = next(model.parameters()).device
-    out = []
-    for s in range(0, len(xs), batch):
-        x = torch.from_numpy(xs[s:s + batch]).to(dev)
-        y = torch.from_numpy(ys[s:s + batch]).to(dev)
-        out.append(model(x, y, loops).float().cpu().numpy())
-    return np.concatenate(out)
+    def make_task(self) -> FunctionClass:
+        return self.function_class()
 
 
 def make_icl_evaluator(config: ICLRunConfig, fc: FunctionClass):
@@ -116,41 +81,85 @@ def make_icl_evaluator(config: ICLRunConfig, fc: FunctionClass):
     return evaluate
 
 
-# -- training -----------------------------------------------------------------------------------
-def prepare_icl_run(out: Path, config: ICLRunConfig | None) -> ICLRunConfig:
-    if Path(out).is_dir() and is_run_dir(out) and not is_icl_run(out):
-        raise BadInput(f"{out} holds a token-model run, not an in-context learning run; choose a new --out")
-    return prepare_run(out, config, read=read_icl_config, default=ICLRunConfig)
+def evaluate_icl(run, n: int, baselines: list[str] = (), slow_n: int = 200, slow_ks: list[int] = (),
+                 shift: str | None = None, loops: int | None = None, seed: int | None = None,
+                 label: str | None = None, device: str | None = None, n_points: int | None = None) -> dict[str, Any]:
+    """Error curves of an in-context run's model (a run directory or a loaded run), and of `baselines`, on n
+    test prompts of `n_points` points (default: the task's); writes eval/<label>.json."""
+    from seqlab.runs import load
+
+    run = run if not isinstance(run, (str, Path)) else load(run, device)
+    config, fc, model = run.config, run.task, run.model
+    seed = config.train.seed if seed is None else seed
+    p = fc.prompts(seed, "test", 0, n, shift=shift, n_points=n_points)
+    scored = getattr(p, "scored", None)
+    errors = score(fc, model_predictions(model, p.xs, p.ys, loops), p.ys, scored)
+    curves = {"model": error_curve(errors, seed=seed)}
+    base, skipped = baseline_curves(fc, p.xs, p.ys, list(baselines), slow_n, list(slow_ks), seed, scored)
+    curves.update(base)
+    # Slow baselines see only the first slow_n prompts: the model on those same prompts, to compare with.
+    subset = error_curve(errors[:slow_n], seed=seed) if any(map(is_slow, base)) and slow_n < n else None
+    result = {"run_dir": str(run.run_dir), "task": fc.name, "n_dims": fc.config.n_dims, "n": n, "seed": seed,
+              "shift": shift, "loops": loops, "n_points": p.xs.shape[1], "error_scale": fc.error_scale, "kind": fc.kind,
+              "curves": curves, "skipped": skipped, "model_on_slow_prompts": subset, "slow_n": slow_n}
+    default = "error_by_points" + (f".{shift}" if shift else "") + (f".{n_points}" if n_points else "")
+    write_json(Path(run.run_dir) / "eval" / f"{label or default}.json", result)
+    return result
 
 
-def train_icl_run(out: Path, config: ICLRunConfig | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train (or resume) an in-context learning run in `out`."""
-    out = Path(out)
-    config = prepare_icl_run(out, config)
-    torch.manual_seed(config.train.seed)
-    fc = config.function_class()
-    model = build_icl_model(config.model)
-    check_writable(out)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    stream = PromptStream(fc, config.train.seed, config.train.batch_size, config.curriculum)
-    trainer = Trainer(model, stream, config.train, out, make_icl_evaluator(config, fc), quiet=quiet)
-    resumed = trainer.resume()
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_config(out, config, resumed)
-    t0 = time.perf_counter()
-    final = trainer.fit() if not trainer.finished else {}
-    return {"run_dir": str(out), "resumed": resumed, "step": trainer.step, "final_eval": final,
-            "wall_seconds": time.perf_counter() - t0, "train_seconds": trainer.state.get("train_seconds"),
-            "n_params": model.n_params()}
+class ICLKind(RunKind):
+    name = "icl"
+    title = "in-context learning"
+    config_cls = ICLRunConfig
+    tasks = FUNCTIONS
+    task_label = "function"
+    main_metric = "error"
+    reads_tokens = False
+
+    def build(self, config: ICLRunConfig, device) -> Parts:
+        fc = config.function_class()
+        model = build_icl_model(config.model)
+        stream = PromptStream(fc, config.train.seed, config.train.batch_size, config.curriculum)
+        return Parts(fc, model, stream, make_icl_evaluator(config, fc))
+
+    def eval_line(self, final: dict[str, Any]) -> str:
+        return f"mean error {final['error']:.4f} over every prefix of the test prompts"
+
+    def load_parts(self, config: ICLRunConfig):
+        return config.function_class(), None, build_icl_model(config.model)
+
+    def evaluate(self, run, request: EvalRequest) -> dict[str, Any]:
+        names = [b for b in request.baselines.split(",") if b]
+        ks = parse_lengths(request.lengths) if request.lengths else []
+        return evaluate_icl(run, request.n, names, slow_n=min(request.n, 200), slow_ks=ks, seed=request.seed)
+
+    def eval_tables(self, result: dict[str, Any], request: EvalRequest) -> list:
+        from rich.table import Table
+
+        curves = result["curves"]
+        wanted = parse_lengths(request.lengths) if request.lengths else curves["model"]["k"]
+        table = Table(title=f"{result['task']}: error against in-context examples k (n={request.n}, d={result['n_dims']})")
+        table.add_column("k", justify="right")
+        for label in curves:
+            table.add_column(label, justify="right")
+        for k in wanted:
+            cells = [at_k(c, k) for c in curves.values()]
+            table.add_row(str(k), *("—" if v is None else f"{v:.4f}" for v in cells))
+        return [table, *(f"[dim]{name} skipped: {why}[/dim]" for name, why in result["skipped"].items())]
+
+    def predict(self, run, xs: np.ndarray, ys: np.ndarray, loops: int | None = None) -> np.ndarray:
+        return model_predictions(run.model, np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.float32), loops)
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def sample(self, task: str, params: dict[str, Any], format_overrides: list[str], n: int, seed: int,
+               split: str) -> Iterator[dict[str, Any]]:
+        if format_overrides:
+            raise BadInput(f"{task} is an in-context function class and has no text format")
+        gen = get_function(task, **params)
+        return (gen.sample_record(seed, split, i) for i in range(n))
+
+    def task_tag(self, name: str) -> str:
+        return f"in-context function class {super().task_tag(name)}"
 
 
-def load_icl_run(run_dir: Path, device: str | None = None):
-    """(config, function class, model with the newest weights) of an in-context learning run."""
-    run_dir = Path(run_dir)
-    if not is_icl_run(run_dir):
-        raise BadInput(f"{run_dir} is not an in-context learning run directory")
-    config = read_icl_config(run_dir)
-    model = build_icl_model(config.model)
-    load_newest_weights(run_dir, model)
-    return config, config.function_class(), model.to(pick_device(device or config.train.device)).eval()
+ICL = KINDS.register(ICLKind(), name="icl")

@@ -1,60 +1,29 @@
-"""Run directories: create, resume, load and evaluate a training run.
+"""Text runs: a character task (addition, copy, maze, ...) rendered by a format into token ids, a decoder or
+encoder reading them, scored by exact match of the decoded answer, by length.
 
-This module wires the layers together (task -> format -> data -> model -> trainer -> evaluation) and
-owns the run-directory layout of DESIGN.md. The CLI and the recipes call it.
-
-Every check of the user's input happens before anything is written, so a bad command never changes
-an existing run directory.
+config.json names no kind: text runs were the first kind, and their directories say so by its absence.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-import torch
-import yaml
-
-from seqlab.core.version import __version__
-from seqlab.core.configs import apply_overrides, parse_config
-from seqlab.data.text import TrainStream, test_examples
 from seqlab.core.errors import BadInput
+from seqlab.core.io import write_json
+from seqlab.data.text import TrainStream, test_examples
 from seqlab.eval.decode import exact_match
 from seqlab.eval.plots import accuracy_by_length
-from seqlab.formats.format import Format
-from seqlab.core.io import read_json, write_json
+from seqlab.formats.format import Format, parse_prompt
+from seqlab.formats.samples import sample_examples
+from seqlab.formats.tokenizer import BOS, EOS, PAD
 from seqlab.models import TABLE_POSITIONS
 from seqlab.models import build as build_model
-from seqlab.train import RunConfig, Trainer, pick_device
-from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
-from seqlab.train.config import TRACKING_KEYS
-from seqlab.train.distributed import world
-
-CONFIG_META_KEYS = ("seqlab_version", "git_commit")
-
-
-# -- configs -----------------------------------------------------------------------------------
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) if str(path).endswith((".yaml", ".yml")) else __import__("json").load(f)
-    except FileNotFoundError:
-        raise BadInput(f"config file {path} does not exist") from None
-    except Exception as e:  # yaml or json syntax
-        raise BadInput(f"config file {path} is not valid YAML/JSON ({type(e).__name__})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise BadInput(f"config file {path} must hold a mapping of sections (task, format, model, train)")
-    return data
-
-
-def resolve_config(base: dict[str, Any] | None = None, overrides: list[str] = ()) -> RunConfig:
-    return parse_config(RunConfig, apply_overrides(base or {}, list(overrides)))
+from seqlab.runs.directory import check_writable, parse_lengths
+from seqlab.runs.kind import KINDS, EvalRequest, Parts, RunKind
+from seqlab.runs.loaded import Prompt
+from seqlab.tasks import TASKS, Example
+from seqlab.train import RunConfig
 
 
 # -- building the pieces ---------------------------------------------------------------------
@@ -81,117 +50,6 @@ def check_positions_fit(config: RunConfig, fmt: Format, lengths: list[int]) -> N
             )
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-# -- run directories -------------------------------------------------------------------------
-def is_run_dir(path: Path) -> bool:
-    return (Path(path) / "config.json").is_file()
-
-
-def run_kind(run_dir: Path) -> str | None:
-    """The kind a run directory's config.json declares: "icl", "token" or "text" (no kind: a text-task
-    run); None where there is no readable config."""
-    try:
-        data = read_json(Path(run_dir) / "config.json")
-    except (OSError, ValueError):
-        return None
-    return data.get("kind", "text") if isinstance(data, dict) else None
-
-
-def read_config_as(run_dir: Path, cls):
-    """config.json of a run as `cls` (the seqlab version and commit stripped)."""
-    data = read_json(Path(run_dir) / "config.json")
-    return parse_config(cls, {k: v for k, v in data.items() if k not in CONFIG_META_KEYS})
-
-
-def read_run_config(run_dir: Path) -> RunConfig:
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise BadInput(f"{run_dir} does not exist")
-    if not is_run_dir(run_dir):
-        raise BadInput(f"{run_dir} is not a seqlab run directory (no config.json)")
-    try:
-        data = read_json(run_dir / "config.json")
-    except (OSError, ValueError):
-        raise BadInput(f"{run_dir}/config.json is unreadable") from None
-    if not isinstance(data, dict):
-        raise BadInput(f"{run_dir}/config.json is not a run config")
-    return parse_config(RunConfig, {k: v for k, v in data.items() if k not in CONFIG_META_KEYS})
-
-
-WRITE_PROBE = ".seqlab-write-probe-"
-
-
-def check_writable(path: Path) -> None:
-    """Fail early, with one line, where `path` (or the folder it would be made in) cannot be written.
-
-    A real probe file, not os.access: root passes permission checks but not a read-only mount or an
-    immutable folder."""
-    path = Path(path).absolute()
-    probe_dir = path if path.exists() else next(p for p in path.parents if p.exists())
-    try:
-        fd, probe = tempfile.mkstemp(dir=probe_dir, prefix=WRITE_PROBE)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise BadInput(f"cannot write to {probe_dir} ({e.strerror or e})") from None
-
-
-def _same_run(old, new) -> str | None:
-    """The first difference that makes `new` a different experiment from `old` (train.steps may grow, and
-    trackers may change)."""
-    a, b = old.to_json(), new.to_json()
-    for k in ("steps", *TRACKING_KEYS):
-        a["train"].pop(k, None), b["train"].pop(k, None)
-    for section in a:
-        if not isinstance(a[section], dict):  # a top-level value such as an ICL run's "kind"
-            if a[section] != b.get(section):
-                return f"{section}: {a[section]!r} there, {b.get(section)!r} here"
-            continue
-        for k in sorted(set(a[section]) | set(b[section])):
-            if a[section].get(k) != b[section].get(k):
-                return f"{section}.{k}: {a[section].get(k)!r} there, {b[section].get(k)!r} here"
-    return None
-
-
-def prepare_run(out: Path, config, read=read_run_config, default=RunConfig):
-    """Check that `out` can hold this run; returns the config to train (the stored one on resume).
-    `read` and `default` give another kind of run (in-context learning) the same checks."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"{out} exists and is not a directory")
-    if out.exists() and is_run_dir(out):
-        stored = read(out)
-        if config is None:
-            return stored
-        diff = _same_run(stored, config)
-        if diff:
-            raise BadInput(f"{out} holds a different run ({diff}); choose a new --out")
-        return config
-    # Probe files aside: under torchrun another process of the same run may be probing `out` right now.
-    if out.exists() and any(not p.name.startswith(WRITE_PROBE) for p in out.iterdir()):
-        raise BadInput(f"{out} exists and is not a seqlab run directory; choose a new --out")
-    return config if config is not None else default()
-
-
-def write_run_config(out: Path, config, resumed: bool) -> None:
-    """config.json for a new run, or its train section again when a run resumes with more steps or other trackers."""
-    if not world().is_main:  # under torchrun, rank 0 writes
-        return
-    if not resumed and not is_run_dir(out):
-        write_json(out / "config.json", {**config.to_json(), "seqlab_version": __version__, "git_commit": git_commit()})
-        return
-    stored = read_json(out / "config.json")
-    if config.train.to_json() != stored["train"]:  # more steps, other trackers
-        write_json(out / "config.json", {**stored, "train": config.train.to_json()})
-
-
 def make_evaluator(config: RunConfig, task, fmt, device):
     """Exact match on a fixed set of test examples, for periodic evaluation during training.
 
@@ -210,82 +68,120 @@ def make_evaluator(config: RunConfig, task, fmt, device):
     return evaluate
 
 
-def train_run(out: Path, config: RunConfig | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train (or resume) the run in `out`. Returns a summary with the final evaluation."""
-    out = Path(out)
-    config = prepare_run(out, config)
-    torch.manual_seed(config.train.seed)  # before the model is built: its init depends on the seed
-    task, fmt, model = build_parts(config)
-    check_writable(out)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    device = pick_device(config.train.device)
-    stream = TrainStream(task, fmt, config.train.seed, config.train.batch_size)
-    trainer = Trainer(model, stream, config.train, out, make_evaluator(config, task, fmt, device), quiet=quiet)
-    resumed = trainer.resume()  # reads (and checks) the checkpoint before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_config(out, config, resumed)
-    t0 = time.perf_counter()
-    final = trainer.fit() if not trainer.finished else {}
-    return {"run_dir": str(out), "resumed": resumed, "step": trainer.step, "final_eval": final,
-            "stopped_early": trainer.state.get("stopped_early", False), "wall_seconds": time.perf_counter() - t0,
-            "train_seconds": trainer.state.get("train_seconds"), "n_params": model.n_params()}
+def longest_sequence(task, fmt: Format) -> int:
+    """Tokens in a training example at the task's longest length (prompt, answer and end token)."""
+    enc = fmt.encode(task.at_length(task.config.max_len).example(0, "test", 0))
+    return len(enc.prompt) + len(enc.answer)
 
 
-def load_run(run_dir: Path, device: str | torch.device | None = None):
-    """(config, task, format, model) of a run, with the newest checkpoint's weights, on `device`
-    (default: the run's own device setting)."""
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    device = pick_device(device or config.train.device)
-    task, fmt, model = build_parts(config)
-    load_newest_weights(run_dir, model)
-    return config, task, fmt, model.to(device).eval()
+# -- evaluation by length ----------------------------------------------------------------------
+def evaluate_by_length(run, lengths: list[int], n: int, seed: int | None = None, label: str = "by_length",
+                       device: str | None = None, plot: bool = True) -> dict[str, Any]:
+    """Exact match on n test problems at each length of a text run (a run directory or a loaded run);
+    writes eval/<label>.json and, with `plot`, plots/accuracy_by_length.png."""
+    from seqlab.runs import load
 
-
-def load_newest_weights(run_dir: Path, model) -> None:
-    """The newest checkpoint's weights into `model`; a run without one is bad input."""
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise BadInput(f"{run_dir} has no checkpoint yet")
-    load_checkpoint(ckpt, model)
-
-
-def parse_lengths(text: str) -> list[int]:
-    """'1-50' or '5,10,20' or '12'."""
-    try:
-        out: list[int] = []
-        for part in text.split(","):
-            if "-" in part:
-                a, b = part.split("-")
-                out += list(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise BadInput(f"--lengths expects A-B or a list like 5,10,20, got '{text}'") from None
-    if not out or min(out) < 1:
-        raise BadInput(f"--lengths must name positive lengths, got '{text}'")
-    return out
-
-
-def evaluate_by_length(run_dir: Path, lengths: list[int], n: int, seed: int | None = None,
-                       label: str = "by_length", device: str | None = None) -> dict[str, Any]:
-    """Exact match on n test problems at each length; writes eval/<label>.json and plots/accuracy_by_length.png."""
-    run_dir = Path(run_dir)
-    config, task, fmt, model = load_run(run_dir, device)
-    dev = next(model.parameters()).device
+    run = run if not isinstance(run, (str, Path)) else load(run, device)
+    run_dir, config, task, fmt, model = run.run_dir, run.config, run.task, run.format, run.model
     check_positions_fit(config, fmt, lengths)
     check_writable(run_dir)
     seed = config.train.seed if seed is None else seed
     per_length: dict[int, dict[str, Any]] = {}
     for L in lengths:
-        r = exact_match(model, test_examples(task.at_length(L), fmt, seed, n), fmt, task.slice_key, device=dev)
+        r = exact_match(model, test_examples(task.at_length(L), fmt, seed, n), fmt, task.slice_key, device=run.device)
         per_length[L] = {"exact_match": r["exact_match"], "n": r["n"]}
     train_range = (task.config.min_len, task.config.max_len)
     result = {"run_dir": str(run_dir), "task": task.name, "slice_key": task.slice_key, "n": n, "seed": seed,
-              "train_range": list(train_range), "step": read_json(latest_checkpoint(run_dir) / "state.json")["step"],
+              "train_range": list(train_range), "step": run.step,
               "exact_match_by_length": {str(k): v["exact_match"] for k, v in per_length.items()}}
-    write_json(run_dir / "eval" / f"{label}.json", result)
-    accuracy_by_length({config.model.position: {k: v["exact_match"] for k, v in per_length.items()}},
-                       run_dir / "plots" / "accuracy_by_length.png", train_range, title=f"{task.name}: exact match by length")
+    write_json(Path(run_dir) / "eval" / f"{label}.json", result)
+    if plot:
+        accuracy_by_length({config.model.position: {k: v["exact_match"] for k, v in per_length.items()}},
+                           Path(run_dir) / "plots" / "accuracy_by_length.png", train_range,
+                           title=f"{task.name}: exact match by length")
     return result
+
+
+# -- the kind ------------------------------------------------------------------------------------
+class TextKind(RunKind):
+    name = "text"
+    title = "text-task"
+    config_cls = RunConfig
+    tasks = TASKS
+    task_label = "sequence"
+    main_metric = "exact_match"
+    writes_kind = False
+
+    def check(self, config: RunConfig) -> None:
+        task = config.make_task()
+        check_positions_fit(config, Format(config.format, task, config.format_position_ids), [task.config.max_len])
+
+    def build(self, config: RunConfig, device) -> Parts:
+        task, fmt, model = build_parts(config)
+        stream = TrainStream(task, fmt, config.train.seed, config.train.batch_size)
+        return Parts(task, model, stream, make_evaluator(config, task, fmt, device), format=fmt,
+                     sequence_length=longest_sequence(task, fmt))
+
+    def eval_line(self, final: dict[str, Any]) -> str:
+        return f"exact match {final['exact_match']:.4f} on {final['n']} test problems"
+
+    def load_parts(self, config: RunConfig):
+        task, fmt, model = build_parts(config)
+        return task, fmt, model
+
+    def evaluate(self, run, request: EvalRequest) -> dict[str, Any]:
+        if request.lengths:
+            lengths = parse_lengths(request.lengths)
+        else:
+            trained = run.task.config
+            lengths = list(range(trained.min_len, trained.max_len + 1))
+        return evaluate_by_length(run, lengths, request.n, request.seed)
+
+    def eval_tables(self, result: dict[str, Any], request: EvalRequest) -> list:
+        from rich.table import Table
+
+        table = Table(title=f"{result['task']}: exact match by length (n={request.n})")
+        table.add_column("length", justify="right")
+        table.add_column("exact match", justify="right")
+        lo, hi = result["train_range"]
+        for k, v in result["exact_match_by_length"].items():
+            table.add_row(k + (" *" if lo <= int(k) <= hi else ""), f"{v:.3f}")
+        return [table, "[dim]* inside the training range[/dim]"]
+
+    def vocabulary(self, run) -> dict[str, Any]:
+        return {"source": f"seqlab CharTokenizer of task {run.task.name} in the run's format: one id per character, "
+                          "prompts start with <bos>, answers end with <eos>",
+                "tokens": list(run.tokenizer.itos), "pad_id": PAD, "bos_id": BOS, "eos_id": EOS,
+                "special": {"bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD},
+                "max_length": run.config.model.max_positions}
+
+    # -- a loaded run's text -------------------------------------------------------------------
+    def encode_prompt(self, run, prompt) -> Prompt:
+        ex = prompt if isinstance(prompt, Example) else parse_prompt(run.task, str(prompt))
+        enc = run.format.encode(ex)
+        return Prompt(enc.prompt, enc.prompt_pos, enc.answer_pos_base)
+
+    def decode_output(self, run, ids: list[int]) -> str:
+        return run.tokenizer.decode(ids)
+
+    def encode_continuation(self, run, continuation, end: bool) -> list[int]:
+        return run.tokenizer.encode(str(continuation)) + ([EOS] if end else [])
+
+    def end_token(self, run) -> int:
+        return EOS
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def sample(self, task: str, params: dict[str, Any], format_overrides: list[str], n: int, seed: int,
+               split: str) -> Iterator[dict[str, Any]]:
+        return sample_examples(task, params, format_overrides, n, seed, split)
+
+    def sample_line(self, record: dict[str, Any]) -> str:
+        return f"{record['prompt']}[bold green]{record['target']}[/bold green]  [dim]{record['meta']}[/dim]"
+
+    def task_listing(self, name: str) -> dict[str, Any]:
+        cls = self.tasks[name]
+        return {"name": name, "kind": self.task_label, "description": cls().describe(), "slice_key": cls.slice_key,
+                "config": sorted(cls.Config.model_fields)}
+
+
+TEXT = KINDS.register(TextKind(), name="text")

@@ -1,31 +1,28 @@
-"""Runs on token tasks (MQAR, Triplet-Counting, key-value retrieval): a backbone of any mixers reads
-token ids and is scored at the task's chosen positions.
+"""Token runs: a task that writes token ids itself (MQAR, Triplet-Counting, key-value retrieval, in-context
+maps), a backbone of any mixers reading them, scored at the task's chosen positions: accuracy over the scored
+positions and exact match over whole sequences, instead of a decoded answer string.
 
-The run directory has DESIGN.md's layout; `config.json` holds `"kind": "token"` so `seqlab eval` and
-`seqlab report` score it by accuracy over the scored positions (and exact match over whole sequences)
-instead of decoding an answer string.
+config.json holds `"kind": "token"`.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
-import numpy as np
-import torch
 from pydantic import Field, field_validator, model_validator
 
-from seqlab.core.configs import Config, apply_overrides, parse_config, task_params, task_section
-from seqlab.data.text import Stream
+from seqlab.core.configs import Config, task_params, task_section
 from seqlab.core.errors import BadInput
 from seqlab.core.io import write_json
+from seqlab.data.tokens import TokenStream
+from seqlab.eval.token_scoring import score_tokens
 from seqlab.models import ModelConfig, build, check_arch
 from seqlab.models.decoder import TABLE_POSITIONS
-from seqlab.runs.text import check_writable, is_run_dir, load_newest_weights, prepare_run, read_config_as, run_kind, write_run_config
-from seqlab.tasks.token_base import TokenTask, get_token_task
-from seqlab.train import TrainConfig, Trainer, pick_device
+from seqlab.runs.kind import KINDS, EvalRequest, Parts, RunKind
+from seqlab.runs.loaded import Prompt
+from seqlab.tasks.token_base import TOKEN_TASKS, TokenTask, get_token_task
+from seqlab.train import TrainConfig
 from seqlab.train.tvp import TVPConfig, TVPObjective
 
 
@@ -60,80 +57,6 @@ class TokenRunConfig(Config):
         return get_token_task(self.task["name"], **task_params(self.task))
 
 
-def resolve_token_config(base: dict[str, Any] | None = None, overrides: list[str] = ()) -> TokenRunConfig:
-    return parse_config(TokenRunConfig, apply_overrides(base or {}, list(overrides)))
-
-
-def is_token_run(run_dir: Path) -> bool:
-    return run_kind(run_dir) == "token"
-
-
-def read_token_config(run_dir: Path) -> TokenRunConfig:
-    return read_config_as(run_dir, TokenRunConfig)
-
-
-# -- data ---------------------------------------------------------------------------------------
-@dataclass
-class TokenBatch:
-    tokens: torch.Tensor  # (B, L)
-    targets: torch.Tensor  # (B, L), -100 where nothing is scored
-
-    def to(self, device) -> "TokenBatch":
-        return TokenBatch(self.tokens.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
-
-    def model_args(self) -> tuple:
-        return (self.tokens, self.targets)
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.tokens.numel())
-
-    @property
-    def n_scored(self) -> int:
-        """The positions the model's mean loss is over (multi-process training weighs ranks by it)."""
-        return int((self.targets != -100).sum())
-
-
-class TokenStream(Stream):
-    """Training batch `step` holds train examples step * B .. step * B + B - 1."""
-
-    def __init__(self, task: TokenTask, seed: int, batch_size: int):
-        self.task, self.seed, self.batch_size = task, seed, batch_size
-
-    def batch(self, step: int) -> TokenBatch:
-        tokens, targets = self.task.batch(self.seed, "train", step * self.batch_size, self.batch_size)
-        return TokenBatch(torch.from_numpy(tokens), torch.from_numpy(targets))
-
-
-# -- scoring ------------------------------------------------------------------------------------
-@torch.no_grad()
-def score_tokens(model, tokens: np.ndarray, targets: np.ndarray, batch: int = 256, keep_right: bool = False) -> dict[str, Any]:
-    """Greedy predictions at every scored position: the share right ("accuracy", Zoology's MQAR
-    metric), the share of sequences with every scored position right ("exact_match"), and per
-    position of the sequence, the share right ("by_position", for placement studies). With
-    `keep_right`, also "right": the (N, L) bool array of which scored positions were right, for
-    scoring parts of an answer separately."""
-    model.eval()
-    dev = next(model.parameters()).device
-    right = np.zeros(targets.shape, dtype=bool)
-    for s in range(0, len(tokens), batch):
-        t = torch.from_numpy(tokens[s:s + batch]).to(dev)
-        y = torch.from_numpy(targets[s:s + batch]).to(dev)
-        logits, wanted = model.scored_logits(t, y)
-        keep = (y != -100).cpu().numpy()
-        block = np.zeros(keep.shape, dtype=bool)
-        block[keep] = (logits.argmax(-1) == wanted).cpu().numpy()  # both in row-major order of `keep`
-        right[s:s + batch] = block
-    scored = targets != -100
-    n_scored = int(scored.sum())
-    per_seq = np.all(right | ~scored, axis=1)
-    cols = np.flatnonzero(scored.any(axis=0))
-    return {"accuracy": float(right.sum() / max(n_scored, 1)), "exact_match": float(per_seq.mean()) if len(per_seq) else 0.0,
-            "n": int(len(tokens)), "n_scored": n_scored,
-            "by_position": {str(int(c)): float(right[:, c][scored[:, c]].mean()) for c in cols},
-            **({"right": right} if keep_right else {})}
-
-
 def make_token_evaluator(config: TokenRunConfig, task: TokenTask):
     tokens, targets = task.batch(config.train.seed, "test", 0, config.train.eval_n)
 
@@ -144,59 +67,15 @@ def make_token_evaluator(config: TokenRunConfig, task: TokenTask):
     return evaluate
 
 
-# -- training -----------------------------------------------------------------------------------
-def prepare_token_run(out: Path, config: TokenRunConfig | None) -> TokenRunConfig:
-    if Path(out).is_dir() and is_run_dir(out) and not is_token_run(out):
-        kind = run_kind(out)
-        raise BadInput(f"{out} holds a {'text-task' if kind == 'text' else kind} run, not a token-task run; choose a new --out")
-    return prepare_run(out, config, read=read_token_config, default=TokenRunConfig)
+def evaluate_tokens(run, n: int, seed: int | None = None, task_overrides: dict[str, Any] | None = None,
+                    device: str | None = None) -> dict[str, Any]:
+    """Accuracy of a trained token run (a run directory or a loaded run) on n test examples, optionally of a
+    changed task (more key-value pairs, a longer sequence) to test generalisation; also written to
+    eval/accuracy.json."""
+    from seqlab.runs import load
 
-
-def train_token_run(out: Path, config: TokenRunConfig | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train (or resume) a token-task run in `out`."""
-    out = Path(out)
-    config = prepare_token_run(out, config)
-    torch.manual_seed(config.train.seed)
-    task = config.make_task()
-    model = build(config.model, task.vocab_size)
-    check_writable(out)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    stream = TokenStream(task, config.train.seed, config.train.batch_size)
-    objective = None
-    if config.tvp is not None:
-        objective = TVPObjective(model, config.tvp, task.arrow, task.comma, task.pad_id)
-    trainer = Trainer(model, stream, config.train, out, make_token_evaluator(config, task), quiet=quiet,
-                      objective=objective)
-    resumed = trainer.resume()
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_config(out, config, resumed)
-    t0 = time.perf_counter()
-    final = trainer.fit() if not trainer.finished else trainer.logged_eval()
-    return {"run_dir": str(out), "resumed": resumed, "step": trainer.step, "final_eval": final,
-            "stopped_early": trainer.state.get("stopped_early", False), "wall_seconds": time.perf_counter() - t0,
-            "train_seconds": trainer.state.get("train_seconds"), "fit_seconds": trainer.state.get("fit_seconds"),
-            "n_params": model.n_params(),
-            "state_size": model.state_size(task.max_length)}
-
-
-def load_token_run(run_dir: Path, device: str | None = None):
-    """(config, task, model with the newest weights) of a token-task run."""
-    run_dir = Path(run_dir)
-    if not is_token_run(run_dir):
-        raise BadInput(f"{run_dir} is not a token-task run directory")
-    config = read_token_config(run_dir)
-    task = config.make_task()
-    model = build(config.model, task.vocab_size)
-    load_newest_weights(run_dir, model)
-    return config, task, model.to(pick_device(device or config.train.device)).eval()
-
-
-def evaluate_token_run(run_dir: Path, n: int, seed: int | None = None,
-                       task_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Accuracy of a trained run on n test examples, optionally of a changed task (more key-value
-    pairs, a longer sequence) to test generalisation; also written to eval/accuracy.json."""
-    config, task, model = load_token_run(run_dir)
+    run = run if not isinstance(run, (str, Path)) else load(run, device)
+    config, task, model = run.config, run.task, run.model
     if task_overrides:
         task = get_token_task(config.task["name"], **{**task_params(config.task), **task_overrides})
     if task.vocab_size > model.vocab_size:
@@ -205,5 +84,77 @@ def evaluate_token_run(run_dir: Path, n: int, seed: int | None = None,
     tokens, targets = task.batch(seed, "test", 0, n)
     result = {"task": config.task["name"], "task_config": task.config.to_json(), "seed": seed,
               **score_tokens(model, tokens, targets)}
-    write_json(Path(run_dir) / "eval" / "accuracy.json", result)
+    write_json(Path(run.run_dir) / "eval" / "accuracy.json", result)
     return result
+
+
+class TokenKind(RunKind):
+    name = "token"
+    title = "token-task"
+    config_cls = TokenRunConfig
+    tasks = TOKEN_TASKS
+    task_label = "token"
+    main_metric = "accuracy"
+
+    def build(self, config: TokenRunConfig, device) -> Parts:
+        task = config.make_task()
+        model = build(config.model, task.vocab_size)
+        stream = TokenStream(task, config.train.seed, config.train.batch_size)
+        objective = None
+        if config.tvp is not None:
+            objective = TVPObjective(model, config.tvp, task.arrow, task.comma, task.pad_id)
+        return Parts(task, model, stream, make_token_evaluator(config, task), objective=objective,
+                     sequence_length=task.max_length)
+
+    def eval_line(self, final: dict[str, Any]) -> str:
+        return f"accuracy {final['accuracy']:.4f} at the scored positions of {final['n']} test sequences"
+
+    def load_parts(self, config: TokenRunConfig):
+        task = config.make_task()
+        return task, None, build(config.model, task.vocab_size)
+
+    def evaluate(self, run, request: EvalRequest) -> dict[str, Any]:
+        if request.lengths:
+            raise BadInput("--lengths applies to text tasks and in-context runs; a token-task run is scored as a whole")
+        return evaluate_tokens(run, request.n, request.seed)
+
+    def eval_tables(self, result: dict[str, Any], request: EvalRequest) -> list:
+        return [f"{result['task']}: accuracy {result['accuracy']:.4f} over {result['n_scored']} scored positions, "
+                f"exact match {result['exact_match']:.4f} over {result['n']} test sequences (eval/accuracy.json)"]
+
+    def vocabulary(self, run) -> dict[str, Any]:
+        task, model = run.task, run.model
+        return {"source": f"token task {run.config.task['name']}: ids are the task's own symbols (seqlab sample shows them)",
+                "tokens": [task.token_name(i) for i in range(model.vocab_size)], "pad_id": task.pad_id,
+                "special": {"pad_token_id": task.pad_id},
+                "max_length": max(run.config.model.max_positions, task.max_length)}
+
+    # -- a loaded run's token ids ----------------------------------------------------------------
+    def encode_prompt(self, run, prompt) -> Prompt:
+        ids = [int(t) for t in prompt]
+        if not ids or min(ids) < 0 or max(ids) >= run.model.vocab_size:
+            raise BadInput(f"a token run's prompt is a non-empty list of token ids in [0, {run.model.vocab_size})")
+        return Prompt(ids, list(range(len(ids))), len(ids))
+
+    def decode_output(self, run, ids: list[int]) -> list[int]:
+        return ids
+
+    def encode_continuation(self, run, continuation, end: bool) -> list[int]:
+        return self.encode_prompt(run, continuation).ids
+
+    def end_token(self, run) -> int:
+        return -1  # token tasks have no end token: generation writes max_new_tokens ids
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def sample(self, task: str, params: dict[str, Any], format_overrides: list[str], n: int, seed: int,
+               split: str) -> Iterator[dict[str, Any]]:
+        if format_overrides:
+            raise BadInput(f"{task} is a token task: it writes token ids itself and has no text format")
+        gen = get_token_task(task, **params)
+        return (gen.sample_record(seed, split, i) for i in range(n))
+
+    def task_tag(self, name: str) -> str:
+        return f"token task {super().task_tag(name)}"
+
+
+TOKEN = KINDS.register(TokenKind(), name="token")

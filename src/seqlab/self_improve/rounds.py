@@ -20,14 +20,9 @@ from seqlab.core.errors import BadInput
 from seqlab.eval.decode import decode, exact_match
 from seqlab.formats.format import Format
 from seqlab.core.io import read_json, write_json
-from seqlab.runs.text import (
-    build_parts,
-    check_writable,
-    evaluate_by_length,
-    load_run,
-    read_run_config,
-    train_run,
-)
+from seqlab.runs import load, read_config, train
+from seqlab.runs.directory import check_writable
+from seqlab.runs.text import TEXT, build_parts, evaluate_by_length
 from seqlab.train import RunConfig, Trainer
 from seqlab.self_improve.config import (
     SelfImproveConfig,
@@ -105,19 +100,18 @@ def train_models(model_dirs: list[Path], run: RunConfig, workers: int = 1, quiet
 
 
 def _train_one(model_dir: Path, config: RunConfig, quiet: bool) -> None:
-    train_run(model_dir, config, quiet=quiet)
+    train(model_dir, config, TEXT, quiet=quiet)
 
 
 def _label_one(model_dir: Path, problems: list, label_batch: int, max_new: int) -> list[str]:
     """One model's greedy labels for `problems` (answers stripped)."""
-    _, _, fmt, model = load_run(model_dir)
-    device = next(model.parameters()).device
-    return decode(model, [fmt.encode(p) for p in problems], fmt, label_batch, device, max_new=max_new)
+    run = load(model_dir)
+    return decode(run.model, [run.format.encode(p) for p in problems], run.format, label_batch, run.device, max_new=max_new)
 
 
 def _continue(model_dir: Path, sources, total_steps: int, si: SelfImproveConfig, quiet: bool) -> None:
     """Train one model on to `total_steps` on a mixture, from its newest checkpoint."""
-    config = read_run_config(model_dir)
+    config = read_config(model_dir, TEXT)
     _, fmt, model = build_parts(config)
     train = config.train.model_copy(update={
         "steps": total_steps, "schedule": "wsd", "decay_frac": si.decay_steps / total_steps,
@@ -206,12 +200,12 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
 
 def exact_match_by_size(model_dir: Path, sizes: list[tuple[int, ...]], n: int, seed: int) -> dict[str, float]:
     """Exact match of model_dir's model on n held-out problems of each operand-length tuple, keyed "1x6"."""
-    _, task, fmt, model = load_run(model_dir)
-    device = next(model.parameters()).device
+    run = load(model_dir)
+    task, fmt = run.task, run.format
     out = {}
     for t in sizes:
         pairs = [(ex, fmt.encode(ex)) for ex in (task.example(seed, "test", i, lengths=tuple(t)) for i in range(n))]
-        out["x".join(map(str, t))] = exact_match(model, pairs, fmt, task.slice_key, device=device)["exact_match"]
+        out["x".join(map(str, t))] = exact_match(run.model, pairs, fmt, task.slice_key, device=run.device)["exact_match"]
     return out
 
 

@@ -13,7 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable
 
-from seqlab.runs import kinds as run_kinds
+from seqlab.runs import get_kind, resolve, train
 from seqlab.core.errors import BadInput
 
 _started = None  # in a pool worker: the queue that run_one tells which run it begins
@@ -39,7 +39,8 @@ def run_one(label: str, kind: str, config: dict[str, Any], run_dir: str, threads
 
         t0 = time.perf_counter()  # after the import: a worker's first run should not pay for it
         torch.set_num_threads(threads)  # a config's own train.threads still wins, inside train
-        summary = run_kinds.train(kind, Path(run_dir), run_kinds.resolve(kind, config), quiet=True)
+        k = get_kind(kind)
+        summary = train(Path(run_dir), resolve(k, config), k, quiet=True)
         return {"label": label, "status": "finished", "step": summary["step"], "final_eval": summary["final_eval"],
                 "seconds": time.perf_counter() - t0}
     except Exception as e:  # anything a run raises is this run's failure, not the sweep's

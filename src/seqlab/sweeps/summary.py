@@ -18,7 +18,7 @@ from typing import Any
 
 from seqlab.core.errors import BadInput
 from seqlab.core.io import atomic_write_text, read_json, read_jsonl
-from seqlab.runs.kinds import MAIN_METRIC
+from seqlab.runs import get_kind
 from seqlab.sweeps.sweep import SEED_KEY, Sweep, SweepRun, run_state, short_names
 
 EVAL_SKIPS = {"n", "n_scored", "n_dims", "seed", "step"}  # bookkeeping, not results
@@ -82,7 +82,8 @@ def summarize(sweep: Sweep, metric: str | None = None, by: str | None = None, sp
     if not metric_names:
         raise BadInput(f"no run in {sweep.out} has logged anything yet: run `seqlab sweep {sweep.file}` first")
     kinds = [r.kind for r in sweep.runs]
-    metric = metric or next((MAIN_METRIC[k] for k in kinds if MAIN_METRIC[k] in metric_names), metric_names[0])
+    mains = [get_kind(k).main_metric for k in kinds]
+    metric = metric or next((m for m in mains if m in metric_names), metric_names[0])
     if metric not in metric_names:
         raise BadInput(f"no run reports '{metric}' (metrics: {', '.join(metric_names)})")
     config_cols = list(dict.fromkeys([*sweep.varying, *([x_key] if x_key else [])]))

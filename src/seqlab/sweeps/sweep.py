@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from seqlab.core.version import __version__
-from seqlab.runs import kinds as run_kinds
+from seqlab.runs import check_startable, get_kind, kind_of_config, resolve
 from seqlab.core.errors import BadInput
 from seqlab.core.io import read_json, write_json
 from seqlab.sweeps.backends import available_cores, connect_ray, run_pool, run_ray
@@ -45,7 +45,7 @@ HASH_SKIPS += ("train.tracking", "train.wandb_project", "train.wandb_mode")
 class SweepRun:
     index: int
     label: str
-    kind: str  # "text", "token" or "icl" (run_kinds.py)
+    kind: str  # the name of its kind of run (seqlab.runs.KINDS)
     config: Any  # the typed config of its kind
     run_dir: Path
 
@@ -175,9 +175,9 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     for i, c in enumerate(configs):
         if not isinstance(c, dict):
             raise BadInput(f"{source}[{i}] is a {type(c).__name__}, not a mapping of sections (task, model, train, ...)")
-        kind = run_kinds.kind_of_config(c)
+        kind = kind_of_config(c).name
         try:
-            typed.append(run_kinds.resolve(kind, c))
+            typed.append(resolve(get_kind(kind), c))
         except BadInput as e:
             raise BadInput(f"{source}[{i}]: {e}") from None
         kinds.append(kind)
@@ -195,7 +195,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     check_sweep_dir(out)
     for r in runs:
         try:
-            run_kinds.check_startable(r.kind, r.config, r.run_dir)
+            check_startable(get_kind(r.kind), r.config, r.run_dir)
         except BadInput as e:
             raise BadInput(f"{source}[{r.index}] ({r.label}): {e}") from None
     return Sweep(path, name, out, runs, varying)
@@ -220,7 +220,7 @@ def check_sweep_dir(out: Path) -> None:
 # -- the state of a run ------------------------------------------------------------------------
 def run_state(run: SweepRun) -> str:
     """"finished" (steps done or stopped early), "started" (a run directory to resume) or "new"."""
-    from seqlab.runs.text import is_run_dir
+    from seqlab.runs.directory import is_run_dir
     from seqlab.train.checkpoint import latest_checkpoint
 
     if not is_run_dir(run.run_dir):
@@ -267,7 +267,7 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int | None = None, 
     failed (with type and message). Writes sweep.json first and failures.json last."""
     from rich.console import Console
 
-    from seqlab.runs.text import check_writable
+    from seqlab.runs.directory import check_writable
 
     check_options(backend, workers, threads, ray_address)
     check_writable(sweep.out)
@@ -299,7 +299,7 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int | None = None, 
 
 
 def write_sweep_json(sweep: Sweep) -> None:
-    from seqlab.runs.text import git_commit
+    from seqlab.runs.directory import git_commit
 
     write_json(sweep.out / "sweep.json", {
         "name": sweep.name, "file": str(sweep.file.resolve()), "seqlab_version": __version__,
@@ -341,7 +341,7 @@ def result_line(result: dict[str, Any], sweep: Sweep) -> str:
     if result["status"] == "failed":
         return f"[red]failed[/red]   {result['label']}: {result['type']}: {result['message']}"
     kind = next(r.kind for r in sweep.runs if r.label == result["label"])
-    metric = run_kinds.MAIN_METRIC[kind]
+    metric = get_kind(kind).main_metric
     value = result["final_eval"].get(metric)
     shown = f"  {metric} {value:.4f}" if isinstance(value, (int, float)) else ""
     return f"[green]finished[/green] {result['label']}: step {result['step']}{shown}  ({result['seconds']:.1f} s)"

@@ -7,7 +7,7 @@ the answer in plain decimal (most significant digit first), whatever the format 
 from __future__ import annotations
 
 from seqlab.tasks.base import Example, Task, TaskConfig, n_digit_count, n_digit_number
-from seqlab.tasks.registry import register
+from seqlab.tasks.registry import TASKS, register
 
 
 class _BinaryArithmetic(Task):
@@ -92,7 +92,8 @@ class MultiplicationSteps(_BinaryArithmetic):
     #     12 * 34  ->  21*43=840+0630=8040
     #     123 * 456  ->  321*654=8370+05160(88860)+002940=880650
     # meta as for `multiplication`; `answer` there is the plain product, the target is the whole chain.
-    name = "multiplication_steps"
+    name = "multiplication-steps"
+    stream_name = "multiplication_steps"  # its name until the rename: the same seeds give the same examples
     Config = TaskConfig
     op = "*"
     align = "left"  # written as a whole, in reading order: no format reverses or pads it
@@ -119,3 +120,7 @@ class MultiplicationSteps(_BinaryArithmetic):
         chain = "+".join(steps) + "=" + _reversed_padded(a * b, la + lb)
         meta = {"a": a, "b": b, "answer": str(a * b), "n_digits": max(la, lb), "n_digits_a": la, "n_digits_b": lb}
         return Example(fields=(str(a)[::-1], str(b)[::-1]), ops=("*", "="), answer=chain, meta=meta)
+
+
+# Every task name but this one was written with hyphens; configs and scripts that say the old name still work.
+TASKS.alias("multiplication_steps", MultiplicationSteps.name)

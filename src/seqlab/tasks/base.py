@@ -91,6 +91,9 @@ class Task:
     # A task whose prompt and answer are already written in the order they must be read (a maze
     # path, a worked multiplication) refuses the formats that reverse them.
     fixed_order: ClassVar[bool] = False
+    # The name hashed into every example's random stream, where it is not `name`: a renamed task keeps
+    # its old name here, so each seed still gives the examples it gave before the rename.
+    stream_name: ClassVar[str | None] = None
 
     def __init__(self, config: TaskConfig | None = None):
         self.config = config if config is not None else self.Config()
@@ -137,7 +140,7 @@ class Task:
         operand lengths instead of drawing them (a 5x6 multiplication, say)."""
         if split not in SPLITS:
             raise BadInput(f"unknown split '{split}' (use train or test)")
-        rng = random.Random(f"{self.name}:{seed}:{split}:{i}")
+        rng = random.Random(f"{self.stream_name or self.name}:{seed}:{split}:{i}")
         if lengths is None:
             lengths = self.operand_lengths(rng, i)
         elif len(lengths) != self.n_operands or min(lengths) < 1:

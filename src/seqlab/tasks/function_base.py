@@ -18,7 +18,6 @@ underlying xs as the unshifted prompt of the same index: the two can be compared
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal
@@ -28,6 +27,7 @@ from pydantic import Field
 
 from seqlab.core.configs import Config, parse_config
 from seqlab.core.errors import BadInput
+from seqlab.core.registry import Registry
 from seqlab.tasks.base import SPLITS
 from seqlab.tasks.icl_shifts import NOISY_Y_STD, SHIFTS, Shift, parse_shift, shift_matrix, shift_query
 
@@ -258,20 +258,12 @@ def _vector(x: np.ndarray) -> str:
 
 
 # -- registry ----------------------------------------------------------------------------------
-FUNCTIONS: dict[str, type[FunctionClass]] = {}
-
-
-def register_function(cls: type[FunctionClass]) -> type[FunctionClass]:
-    FUNCTIONS[cls.name] = cls
-    return cls
+FUNCTIONS: Registry[type[FunctionClass]] = Registry("function class")
+register_function = FUNCTIONS.register
 
 
 def function_class(name: str) -> type[FunctionClass]:
-    if name not in FUNCTIONS:
-        near = difflib.get_close_matches(name, list(FUNCTIONS), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(FUNCTIONS))})"
-        raise BadInput(f"unknown function class '{name}'{hint}")
-    return FUNCTIONS[name]
+    return FUNCTIONS[FUNCTIONS.canonical(name)]
 
 
 def get_function(name: str, **params: Any) -> FunctionClass:
@@ -281,4 +273,4 @@ def get_function(name: str, **params: Any) -> FunctionClass:
 
 
 def function_names() -> list[str]:
-    return sorted(FUNCTIONS)
+    return FUNCTIONS.names()

@@ -8,7 +8,6 @@ mixtures of maps for evaluation.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import itertools
 import re
@@ -17,6 +16,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from seqlab.core.registry import nearest
 from seqlab.tasks.token_base import IGNORE, TokenConfig, TokenExample, TokenTask, register_token_task
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -79,8 +79,8 @@ def parse_maps(text: str, n_symbols: int, word_len: int) -> list[str]:
     for j, name in enumerate(names):
         m = _NAME.fullmatch(name)
         if m is None:
-            near = difflib.get_close_matches(name, map_names(n_symbols, word_len), n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else f" (maps are {', '.join(MAPS)})"
+            near = nearest(name, map_names(n_symbols, word_len))
+            hint = f" (did you mean '{near}'?)" if near else f" (maps are {', '.join(MAPS)})"
             raise ValueError(f"unknown map '{name}' in maps{hint}")
         family, arg = _family(name)
         if family == "add{k}" and not 1 <= arg < n_symbols:
@@ -101,8 +101,8 @@ def parse_mix(text: str, names: list[str]) -> dict[str, int]:
         if not colon or not count.isdigit():
             raise ValueError(f"mix entry '{entry.strip()}' must be name:count, as in 'add1:3,perm:2'")
         if name not in names:
-            near = difflib.get_close_matches(name, names, n=1)
-            hint = f"did you mean '{near[0]}'? " if near else ""
+            near = nearest(name, names)
+            hint = f"did you mean '{near}'? " if near else ""
             raise ValueError(f"mix names '{name}', which is not in maps ({hint}maps: {', '.join(names)})")
         if name in mix:
             raise ValueError(f"mix names '{name}' twice")
@@ -188,8 +188,8 @@ class ICLMapConfig(TokenConfig):
         if self.task is not None and self.mix is not None:
             raise ValueError("task and mix are mutually exclusive: a prompt follows one map (task) or several (mix)")
         if self.task is not None and self.task not in names:
-            near = difflib.get_close_matches(self.task, names, n=1)
-            hint = f"did you mean '{near[0]}'? " if near else ""
+            near = nearest(self.task, names)
+            hint = f"did you mean '{near}'? " if near else ""
             raise ValueError(f"task '{self.task}' is not in maps ({hint}maps: {', '.join(names)})")
         if self.mix is not None:
             parse_mix(self.mix, names)

@@ -38,7 +38,6 @@ real-valued outputs (not +-1 labels); each family states which apply through `Fu
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from seqlab.core.errors import BadInput
+from seqlab.core.registry import unknown_name
 
 GARG_SCALES = ("0.333", "0.5", "2", "3")
 SHIFTS: tuple[str, ...] = (
@@ -91,9 +91,7 @@ def parse_shift(text: str) -> Shift:
                 raise BadInput(f"shift '{text}' needs a positive factor, as in {prefix}=2 "
                                f"(Garg et al. use {', '.join(GARG_SCALES)})")
             return Shift(text, acts_on, factor)
-    near = difflib.get_close_matches(text, SHIFTS, n=1)
-    hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(SHIFTS)})"
-    raise BadInput(f"unknown shift '{text}'{hint}")
+    raise BadInput(unknown_name("shift", text, SHIFTS))
 
 
 def shift_matrix(name: str, seed: int, n_dims: int) -> np.ndarray | None:

@@ -1,26 +1,18 @@
-"""The task registry: names to Task classes."""
+"""The task registry: names to Task classes. A task registers itself with `@register` where it is defined."""
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
-from seqlab.core.errors import BadInput
+from seqlab.core.registry import Registry
 
-TASKS: dict[str, type] = {}
-
-
-def register(cls):
-    TASKS[cls.name] = cls
-    return cls
+TASKS: Registry[type] = Registry("task")
+register = TASKS.register
 
 
 def task_class(name: str):
-    if name not in TASKS:
-        near = difflib.get_close_matches(name, list(TASKS), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(TASKS))})"
-        raise BadInput(f"unknown task '{name}'{hint}")
-    return TASKS[name]
+    """The Task class called `name` (or once called so: the new name is said on stderr)."""
+    return TASKS[TASKS.canonical(name)]
 
 
 def get(name: str, **params: Any):
@@ -32,4 +24,4 @@ def get(name: str, **params: Any):
 
 
 def names() -> list[str]:
-    return sorted(TASKS)
+    return TASKS.names()

@@ -19,7 +19,6 @@ distribution, as for the function classes; the spaces are large (MQAR at its def
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,9 +27,9 @@ import numpy as np
 
 from seqlab.core.configs import Config, parse_config
 from seqlab.core.errors import BadInput
+from seqlab.core.registry import Registry
+from seqlab.core.targets import IGNORE
 from seqlab.tasks.base import SPLITS
-
-IGNORE = -100
 
 
 @dataclass(frozen=True)
@@ -113,18 +112,10 @@ class TokenTask:
         return {"task": self.name, "prompt": prompt, "target": target, "meta": meta}
 
 
-TOKEN_TASKS: dict[str, type[TokenTask]] = {}
-
-
-def register_token_task(cls: type[TokenTask]) -> type[TokenTask]:
-    TOKEN_TASKS[cls.name] = cls
-    return cls
+TOKEN_TASKS: Registry[type[TokenTask]] = Registry("token task")
+register_token_task = TOKEN_TASKS.register
 
 
 def get_token_task(name: str, **params: Any) -> TokenTask:
-    if name not in TOKEN_TASKS:
-        near = difflib.get_close_matches(name, list(TOKEN_TASKS), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(TOKEN_TASKS))})"
-        raise BadInput(f"unknown token task '{name}'{hint}")
-    cls = TOKEN_TASKS[name]
+    cls = TOKEN_TASKS[TOKEN_TASKS.canonical(name)]
     return cls(parse_config(cls.Config, params, prefix="task."))

@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from seqlab.core.configs import Config
-
-IGNORE = -100
+from seqlab.core.targets import IGNORE
 
 
 class TVPConfig(Config):

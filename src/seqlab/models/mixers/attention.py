@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from seqlab.models.hook_points import HookPoint
+from seqlab.models.mixers.registry import mixer
 from seqlab.models.positions import (
     alibi_bias,
     alibi_slopes,
@@ -125,3 +126,10 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=drop)
         z = self.hook_z(y.transpose(1, 2))  # (B, L, H, hd): each head's output, before the heads are mixed
         return self.proj(z.reshape(B, L, D))
+
+
+@mixer("attention", "causal softmax attention (SDPA), any position scheme")
+def build_attention(settings: None, block) -> CausalSelfAttention:
+    # No settings of its own: heads, positions, bias, dropout and the scalable softmax are the block's.
+    return CausalSelfAttention(block.d_model, block.n_heads, block.position, block.bias, block.dropout,
+                               block.relative_clip, block.log_length_scale)

@@ -33,12 +33,16 @@ at all, NoPE-style, where the causal sum itself orders tokens).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import PositiveInt
 
+from seqlab.core.configs import Config
 from seqlab.models.mixers.attention import SeqContext
+from seqlab.models.mixers.registry import mixer
 
 FEATURE_MAPS = ("identity", "elu", "taylor")
 State = tuple[torch.Tensor, torch.Tensor | None]  # S (B, H, F, hd), z (B, H, F) or None when not normalized
@@ -200,3 +204,16 @@ class LinearAttention(nn.Module):
             y, _ = linear_attention_chunked(q, k, v, norm, eps, self.chunk_size)
         y = y.to(x.dtype).transpose(1, 2).reshape(B, L, D)
         return self.proj(y)
+
+
+class LinearSettings(Config):
+    """model.linear: the kernel of a linear-attention layer."""
+
+    feature_map: Literal["identity", "elu", "taylor"] = "taylor"  # phi, above
+    feature_dim: PositiveInt = 16  # query and key width per head before the feature map
+
+
+@mixer("linear", "causal linear attention with a feature map: identity, elu+1, or Based's Taylor (Arora et al. 2024)",
+       LinearSettings)
+def build_linear(s: LinearSettings, block) -> LinearAttention:
+    return LinearAttention(block.d_model, block.n_heads, feature_map=s.feature_map, feature_dim=s.feature_dim)

@@ -40,8 +40,11 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import PositiveInt
 
+from seqlab.core.configs import Config
 from seqlab.models.mixers.attention import SeqContext
+from seqlab.models.mixers.registry import mixer
 
 SCANS = ("auto", "chunked", "sequential", "cuda")
 
@@ -302,3 +305,17 @@ class Mamba(nn.Module):
             out = selective_scan_chunked(u, delta, A, B, C, self.D, z, h0=h0, return_state=return_state,
                                          chunk_size=self.chunk_size)
         return out if return_state else (out, None)
+
+
+class MambaSettings(Config):
+    """model.mamba: the sizes of a Mamba layer."""
+
+    d_state: PositiveInt = 16  # state size per channel
+    d_conv: PositiveInt = 4  # causal convolution width
+    expand: PositiveInt = 2  # inner width / d_model
+
+
+@mixer("mamba", "Mamba-1 selective state space model (Gu & Dao 2023), chunked scan on CPU, mamba-ssm's kernel on CUDA",
+       MambaSettings)
+def build_mamba(s: MambaSettings, block) -> Mamba:
+    return Mamba(block.d_model, d_state=s.d_state, d_conv=s.d_conv, expand=s.expand)

@@ -22,8 +22,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import PositiveInt
 
+from seqlab.core.configs import Config
 from seqlab.models.mixers.attention import SeqContext
+from seqlab.models.mixers.registry import mixer
 from seqlab.models.positions import alibi_bias, alibi_slopes, apply_rope
 
 # Schemes the mixer supports; those other than rope and alibi live in the decoder's embeddings.
@@ -118,3 +121,22 @@ class SlidingWindowAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)  # every query sees itself
         y = y.transpose(1, 2).reshape(B, L, D)
         return self.proj(y)
+
+
+class SlidingWindowSettings(Config):
+    """model.sliding_window: how far back a sliding-window layer reads."""
+
+    window: PositiveInt = 64  # keys seen per query (itself included)
+
+
+def check_block(s: SlidingWindowSettings, block) -> None:
+    # Said at configuration time, in the config's words, rather than by the constructor at build time.
+    if block.position not in WINDOW_POSITIONS or block.log_length_scale:
+        raise ValueError(f"sliding_window attention takes position {', '.join(WINDOW_POSITIONS[:-1])} or "
+                         f"{WINDOW_POSITIONS[-1]}, without log_length_scale")
+
+
+@mixer("sliding_window", "causal softmax attention over the last `window` tokens", SlidingWindowSettings, check_block)
+def build_sliding_window(s: SlidingWindowSettings, block) -> SlidingWindowAttention:
+    # Bias and dropout stay the constructor's defaults (no bias, no dropout), as this mixer has always been built.
+    return SlidingWindowAttention(block.d_model, block.n_heads, window=s.window, position=block.position)

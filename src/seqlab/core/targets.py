@@ -1,0 +1,3 @@
+"""The target value that a loss skips: positions with nothing to predict."""
+
+IGNORE = -100
