@@ -1,0 +1,186 @@
+"""The run directory of DESIGN.md, for every kind of run: config.json, checks before anything is written,
+the newest checkpoint's weights.
+
+Every check of the user's input happens before anything is written, so a bad command never changes an
+existing run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seqlab.core.errors import BadInput
+from seqlab.core.io import read_json, write_json
+from seqlab.core.version import __version__
+from seqlab.runs.kind import RunKind, stored_kind
+from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
+from seqlab.train.config import TRACKING_KEYS
+from seqlab.train.distributed import world
+
+CONFIG_META_KEYS = ("seqlab_version", "git_commit")
+WRITE_PROBE = ".seqlab-write-probe-"
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The sections of a YAML or JSON config file."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) if str(path).endswith((".yaml", ".yml")) else json.load(f)
+    except FileNotFoundError:
+        raise BadInput(f"config file {path} does not exist") from None
+    except Exception as e:  # yaml or json syntax
+        raise BadInput(f"config file {path} is not valid YAML/JSON ({type(e).__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BadInput(f"config file {path} must hold a mapping of sections (task, format, model, train)")
+    return data
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "config.json").is_file()
+
+
+def stored_config(run_dir: Path) -> dict[str, Any]:
+    """config.json of a run directory as a mapping, without the seqlab version and commit; one line for a
+    folder that is not a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise BadInput(f"{run_dir} does not exist")
+    if not is_run_dir(run_dir):
+        raise BadInput(f"{run_dir} is not a seqlab run directory (no config.json)")
+    try:
+        data = read_json(run_dir / "config.json")
+    except (OSError, ValueError):
+        raise BadInput(f"{run_dir}/config.json is unreadable") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{run_dir}/config.json is not a run config")
+    return {k: v for k, v in data.items() if k not in CONFIG_META_KEYS}
+
+
+def read_config(run_dir: Path, kind: RunKind):
+    """A run directory's config, typed as `kind`'s."""
+    return kind.resolve(stored_config(run_dir))
+
+
+def article(title: str) -> str:
+    return f"an {title}" if title[0] in "aeiou" else f"a {title}"
+
+
+def check_kind(run_dir: Path, kind: RunKind) -> None:
+    """Refuse a run directory that holds another kind's run, naming the kind it holds."""
+    held = stored_kind(run_dir) if is_run_dir(run_dir) else None
+    if held is not None and held is not kind:
+        raise BadInput(f"{run_dir} holds {article(held.title)} run, not {article(kind.title)} run; choose a new --out")
+
+
+def check_writable(path: Path) -> None:
+    """Fail early, with one line, where `path` (or the folder it would be made in) cannot be written.
+
+    A real probe file, not os.access: root passes permission checks but not a read-only mount or an
+    immutable folder."""
+    path = Path(path).absolute()
+    probe_dir = path if path.exists() else next(p for p in path.parents if p.exists())
+    try:
+        fd, probe = tempfile.mkstemp(dir=probe_dir, prefix=WRITE_PROBE)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise BadInput(f"cannot write to {probe_dir} ({e.strerror or e})") from None
+
+
+def first_difference(old, new) -> str | None:
+    """The first difference that makes `new` a different experiment from `old` (train.steps may grow, and
+    trackers may change)."""
+    a, b = old.to_json(), new.to_json()
+    for k in ("steps", *TRACKING_KEYS):
+        a["train"].pop(k, None), b["train"].pop(k, None)
+    for section in a:
+        if not isinstance(a[section], dict):  # a top-level value such as a run's "kind"
+            if a[section] != b.get(section):
+                return f"{section}: {a[section]!r} there, {b.get(section)!r} here"
+            continue
+        for k in sorted(set(a[section]) | set(b[section])):
+            if a[section].get(k) != b[section].get(k):
+                return f"{section}.{k}: {a[section].get(k)!r} there, {b[section].get(k)!r} here"
+    return None
+
+
+def prepare(out: Path, kind: RunKind, config):
+    """Check that `out` can hold this run of `kind`; returns the config to train (the stored one on resume,
+    the kind's default where none is given)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out} exists and is not a directory")
+    if out.exists() and is_run_dir(out):
+        check_kind(out, kind)
+        stored = read_config(out, kind)
+        if config is None:
+            return stored
+        diff = first_difference(stored, config)
+        if diff:
+            raise BadInput(f"{out} holds a different run ({diff}); choose a new --out")
+        return config
+    # Probe files aside: under torchrun another process of the same run may be probing `out` right now.
+    if out.exists() and any(not p.name.startswith(WRITE_PROBE) for p in out.iterdir()):
+        raise BadInput(f"{out} exists and is not a seqlab run directory; choose a new --out")
+    return config if config is not None else kind.config_cls()
+
+
+def write_run_config(out: Path, config, resumed: bool) -> None:
+    """config.json for a new run, or its train section again when a run resumes with more steps or other trackers."""
+    if not world().is_main:  # under torchrun, rank 0 writes
+        return
+    if not resumed and not is_run_dir(out):
+        write_json(out / "config.json", {**config.to_json(), "seqlab_version": __version__, "git_commit": git_commit()})
+        return
+    stored = read_json(out / "config.json")
+    if config.train.to_json() != stored["train"]:  # more steps, other trackers
+        write_json(out / "config.json", {**stored, "train": config.train.to_json()})
+
+
+def newest_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint folder; a run without one is bad input."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise BadInput(f"{run_dir} has no checkpoint yet")
+    return ckpt
+
+
+def load_newest_weights(run_dir: Path, model) -> int:
+    """The newest checkpoint's weights into `model`; returns its step."""
+    ckpt = newest_checkpoint(run_dir)
+    load_checkpoint(ckpt, model)
+    return read_json(ckpt / "state.json")["step"]
+
+
+def parse_lengths(text: str) -> list[int]:
+    """'1-50' or '5,10,20' or '12'."""
+    try:
+        out: list[int] = []
+        for part in text.split(","):
+            if "-" in part:
+                a, b = part.split("-")
+                out += list(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise BadInput(f"--lengths expects A-B or a list like 5,10,20, got '{text}'") from None
+    if not out or min(out) < 1:
+        raise BadInput(f"--lengths must name positive lengths, got '{text}'")
+    return out
