@@ -29,7 +29,7 @@ from seqlab.runs.icl import evaluate_icl
 
 def make_config(data: dict[str, Any] | None = None, overrides: list[str] = ()):
     """The typed config of a mapping of sections (and key=value overrides), of the kind its task picks."""
-    data = apply_overrides(data, list(overrides)) if overrides else (data or {})
+    data = apply_overrides(data or {}, list(overrides)) if overrides else (data or {})
     return resolve(kind_of_config(data), data)
 
 
