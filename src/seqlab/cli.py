@@ -44,9 +44,9 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="one JSON object pe
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json")):
     """List the registered architectures."""
-    from seqlab.models import DESCRIPTIONS
+    from seqlab.models import MODELS
 
-    for name, text in DESCRIPTIONS.items():
+    for name, text in ((name, MODELS.describe(name)) for name in MODELS):
         _print_json({"name": name, "description": text}) if as_json else out.print(f"[bold]{name:16}[/bold] {text}")
 
 

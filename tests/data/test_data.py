@@ -1,5 +1,7 @@
 """Batches: deterministic by step, prefetching changes nothing, loss mask on the answer only."""
 
+import threading
+
 import torch
 
 from seqlab.data.text import IGNORE, TrainStream
@@ -21,9 +23,16 @@ def test_prefetched_batches_equal_direct_batches():
 
 
 def test_prefetch_stops_cleanly_when_abandoned():
+    before = set(threading.enumerate())
     gen = _stream().prefetch(0, 1000)
     next(gen)
-    gen.close()  # must not hang on the producer thread
+    producers = [t for t in threading.enumerate() if t not in before]
+    # close() from a watched thread: a producer stuck on the full queue would hang it, and the test with it
+    closer = threading.Thread(target=gen.close, daemon=True)
+    closer.start()
+    closer.join(timeout=30)
+    assert not closer.is_alive(), "closing an abandoned prefetch did not return within 30 s"
+    assert len(producers) == 1 and not producers[0].is_alive()
 
 
 def test_batches_are_pure_functions_of_seed_and_step():

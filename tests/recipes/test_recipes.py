@@ -10,6 +10,7 @@ from seqlab.recipes.base import Claim
 REQUIRED = {"recipe", "budget", "seed", "device", "seqlab_version", "wall_seconds", "metrics", "claims", "artifacts", "runs"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_smoke(cli, tmp_path, name):
     out = tmp_path / name
@@ -45,7 +46,7 @@ def test_claims_are_computed_from_measurements():
 
 
 def test_longest_length_at_level():
-    from seqlab.reports.markdown import longest_at
+    from seqlab.recipes.markdown import longest_at
 
     assert longest_at({1: 1.0, 2: 0.99, 3: 0.5, 4: 1.0}, 0.95) == 2
     assert longest_at({1: 0.2, 2: 1.0}, 0.95) == 0

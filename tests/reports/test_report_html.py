@@ -201,6 +201,7 @@ def chromium(page: Path, profile: Path, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium chromium-driver; "
                                              ".ci/run installs it)")
 @pytest.mark.parametrize("kind", ["run", "recipe", "sweep"])

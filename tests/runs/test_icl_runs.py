@@ -2,6 +2,7 @@
 bad input with one line and exit code 2."""
 
 import json
+import math
 import shutil
 
 from safetensors.torch import load_file
@@ -53,8 +54,18 @@ def test_looped_and_lsa_runs_train(cli, tmp_path):
     for arch, extra in (("looped", ["model.loops=3", "model.loop_window=2"]), ("lsa", [])):
         transformer_only = ("model.d_model", "model.n_heads", "model.max_points")
         args = [a for a in ICL_TINY if not a.startswith(transformer_only)] if arch == "lsa" else ICL_TINY
-        code, _, err = cli("train", *args, f"model.arch={arch}", *extra, "--out", tmp_path / arch, "--quiet")
+        run = tmp_path / arch
+        code, _, err = cli("train", *args, f"model.arch={arch}", *extra, "--out", run, "--quiet")
         assert code == 0, err
+        config = json.loads((run / "config.json").read_text())
+        assert config["kind"] == "icl" and config["model"]["arch"] == arch
+        rows = _metrics(run)
+        assert [r["step"] for r in rows] == list(range(2, 13, 2))
+        assert all(math.isfinite(r["loss"]) for r in rows)
+        last_error = rows[-1]["eval_error"]
+        assert math.isfinite(last_error) and f"step 12, mean error {last_error:.4f}" in err, err
+        assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 12
+        assert (run / "checkpoints" / "step_00000012" / "model.safetensors").is_file()
 
 
 def test_bad_icl_input_is_one_line_and_exit_2(cli, tmp_path):

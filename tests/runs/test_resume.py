@@ -35,6 +35,7 @@ def _metrics(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "train_seconds")} for r in rows]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     p = _train(killed)

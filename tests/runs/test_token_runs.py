@@ -54,8 +54,18 @@ def test_train_resume_eval_report(cli, tmp_path):
 def test_encoder_run_trains(cli, tmp_path):
     args = [a for a in TINY if not a.startswith("task.")] + ["task.name=count3", "task.length=10", "task.seed_size=4",
                                                              "task.seed_max=8"]
-    code, _, err = cli("train", *args, "model.arch=encoder", "--out", tmp_path / "enc", "--quiet")
+    run = tmp_path / "enc"
+    code, _, err = cli("train", *args, "model.arch=encoder", "--out", run, "--quiet")
     assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert config["kind"] == "token" and config["model"]["arch"] == "encoder" and config["task"]["name"] == "count3"
+    rows = _metrics(run)
+    assert [r["step"] for r in rows] == list(range(2, 13, 2))
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    accuracy = rows[-1]["eval_accuracy"]
+    assert 0 <= accuracy <= 1 and f"step 12, accuracy {accuracy:.4f}" in err, err
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 12
+    assert (run / "checkpoints" / "step_00000012" / "model.safetensors").is_file()
 
 
 class _Fixed(torch.nn.Module):

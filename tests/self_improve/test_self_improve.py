@@ -196,6 +196,7 @@ def test_arms_can_share_round_zero(tmp_path):
     assert shared == alone  # the copied round 0 is the one it would have trained
 
 
+@pytest.mark.slow
 def test_worker_processes_train_and_label_as_one_process_does(tmp_path):
     run = _run(threads=1)  # one thread each way, so the arithmetic is the same
     si = SelfImproveConfig(n_models=2, **{**SMOKE, "rounds": 1})

@@ -49,6 +49,7 @@ def grid(tmp_path_factory):
     return file, d / "out", result
 
 
+@pytest.mark.slow
 def test_local_pool_trains_every_config(grid):
     file, out, result = grid
     assert len(result["finished"]) == 4 and not result["failed"] and not result["skipped"]
@@ -65,6 +66,7 @@ def test_local_pool_trains_every_config(grid):
     assert not (out / "failures.json").exists()
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_runs(grid, cli):
     file, out, _ = grid
     before = snapshot(out / "runs")
@@ -74,6 +76,7 @@ def test_rerun_skips_finished_runs(grid, cli):
     assert snapshot(out / "runs") == before  # no new metrics lines, no checkpoint rewritten
 
 
+@pytest.mark.slow
 def test_summary_writes_csv_table_and_plot(grid, cli):
     file, out, _ = grid
     code, stdout, err = cli("sweep", file, "--summary")
@@ -93,6 +96,7 @@ def test_summary_writes_csv_table_and_plot(grid, cli):
     assert code == 2 and "no run reports 'bleu'" in err
 
 
+@pytest.mark.slow
 def test_failing_run_is_listed_and_the_others_finish_then_resume(cli, tmp_path):
     """train.lr=1e30 diverges at step 2 (RunFailed, as `seqlab train` exits 1); the other run finishes.
     Raising train.steps and rerunning resumes the finished run where it stopped."""
@@ -161,6 +165,7 @@ def test_ray_backend_without_ray_says_how_to_install_it(cli, tmp_path, monkeypat
     assert code == 2 and "pip install -e '.[ray]'" in err and not (tmp_path / "out").exists(), err
 
 
+@pytest.mark.slow
 def test_ray_backend_runs_the_same_sweep(cli, tmp_path):
     ray = pytest.importorskip("ray", reason="the ray backend is an optional extra: pip install -e '.[ray]'")
     file = write_sweep(tmp_path / "r.py", [tiny(train={"seed": s}) for s in (0, 1)], tmp_path / "out")
@@ -188,6 +193,7 @@ def _pool_workers(parent: int) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the pool's workers through /proc")
 def test_a_killed_worker_fails_no_run(tmp_path):
     """SIGKILL one pool worker mid-sweep (as the out-of-memory killer would): the broken pool's runs are

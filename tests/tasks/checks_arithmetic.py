@@ -11,6 +11,7 @@ import functools
 import random
 from collections import Counter
 
+import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,7 @@ def shared_task(name: str, cfg_items: tuple):
 def arithmetic_task_tests(NAME: str, OP: str, expected_answer):
     """The three tests of a binary arithmetic task."""
 
+    @pytest.mark.slow
     @settings(max_examples=10_000, deadline=None, derandomize=True)
     @given(CASES)
     def test_every_example_is_correct(c):

@@ -63,6 +63,7 @@ def shared_task(name: str, cfg_items: tuple):
 def string_task_tests(NAME: str, expected_answer):
     """The three tests of a string task, given its name and an independent answer function."""
 
+    @pytest.mark.slow
     @settings(max_examples=10_000, deadline=None, derandomize=True)
     @given(CASES)
     def test_every_example_is_answered_correctly(c):

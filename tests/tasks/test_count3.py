@@ -37,6 +37,7 @@ def knobs(r: random.Random) -> dict:
     return {"length": length, "seed_size": seed_size, "seed_max": r.randint(1, length)}
 
 
+@pytest.mark.slow
 @settings(max_examples=2500, deadline=None, derandomize=True)
 @given(CASE_NUMBERS)
 def test_every_token_after_the_seed_is_count3_of_its_prefix(number):

@@ -41,6 +41,7 @@ def shift_case(number: int) -> dict:
                 active_dims=None if r.random() < 0.5 else r.randint(1, d))
 
 
+@pytest.mark.slow
 @settings(max_examples=2500, deadline=None, derandomize=True)
 @given(CASE_NUMBERS)
 def test_shifted_prompts_follow_the_definitions(number):

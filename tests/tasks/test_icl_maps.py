@@ -116,6 +116,7 @@ def read(names: list[str], w: int) -> list[tuple[str, str]]:
     return pairs
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, deadline=None, derandomize=True)
 @given(CASE_NUMBERS)
 def test_every_prompt_reads_back_and_every_answer_is_recomputed(number):

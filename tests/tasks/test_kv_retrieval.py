@@ -104,6 +104,7 @@ def matches(key, query: list[str], multi: bool) -> bool:
     return set(query) <= set(key) if multi else [key] == query
 
 
+@pytest.mark.slow
 @settings(max_examples=1800, deadline=None, derandomize=True)
 @given(CASE_NUMBERS)
 def test_the_answer_is_the_only_key_that_matches_the_query(number):

@@ -70,6 +70,7 @@ def shared_task(cfg_items: tuple):
     return get("maze", **dict(cfg_items))
 
 
+@pytest.mark.slow
 @settings(max_examples=10_000, deadline=None, derandomize=True)
 @given(st.integers(0, 2**64 - 1).map(case))
 def test_every_example_is_answered_correctly(c):

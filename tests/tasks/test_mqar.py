@@ -42,6 +42,7 @@ def read_answer(tokens: list[int], kv: int, vocab: int, targets: list[int]) -> N
         assert targets[t] == table[tokens[t]]
 
 
+@pytest.mark.slow
 @settings(max_examples=2500, deadline=None, derandomize=True)
 @given(CASE_NUMBERS)
 def test_every_target_is_the_value_of_its_query_key(number):

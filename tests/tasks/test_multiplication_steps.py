@@ -7,6 +7,7 @@ has its width, and the result is a * b. The paper's own examples are checked by 
 import re
 from collections import Counter
 
+import pytest
 from hypothesis import given, note, settings
 
 from seqlab.core.configs import task_section
@@ -56,6 +57,7 @@ def test_the_papers_examples():
         assert ex.prompt + ex.answer == written
 
 
+@pytest.mark.slow
 @settings(max_examples=10_000, deadline=None, derandomize=True)
 @given(CASES)
 def test_every_chain_is_right(c):

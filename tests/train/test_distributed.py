@@ -136,6 +136,7 @@ def test_indivisible_global_batch_is_bad_input(cli, tmp_path, monkeypatch):
     assert code == 2 and "train.batch_size=15" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 @needs_gloo
 def test_two_processes_train_as_one_on_token_task(cli, tmp_path):
     single, multi = tmp_path / "single", tmp_path / "multi"
@@ -145,6 +146,7 @@ def test_two_processes_train_as_one_on_token_task(cli, tmp_path):
     _assert_same_training(multi, single)
 
 
+@pytest.mark.slow
 @needs_gloo
 def test_two_processes_with_unequal_token_counts_and_a_resume(cli, tmp_path):
     """Variable-length answers (see ADDITION), periodic evaluation on rank 0, and a 2-process run stopped

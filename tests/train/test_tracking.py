@@ -133,6 +133,7 @@ def _settled_history(out: Path, run_id: str, losses: dict, timeout: float = 60.0
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_wandb_offline_logs_the_metrics_and_a_resume_keeps_the_run_id(tmp_path, cli, monkeypatch):
     pytest.importorskip("wandb")
     for k in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):

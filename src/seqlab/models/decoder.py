@@ -151,8 +151,8 @@ class Block(nn.Module):
         return self.hook_resid_post(x + self.hook_mlp_out(self.drop(self.mlp(self.norm2(x)))))
 
 
-@MODELS.register(name="decoder", description="decoder-only backbone; mixers per layer (model.mixers): " + ", ".join(MIXERS)
-                 + "; positions: " + ", ".join(POSITIONS))
+@MODELS.register(name="decoder", description="decoder-only backbone; mixers per layer (model.mixers): "
+                 + ", ".join(MIXERS) + "; positions: " + ", ".join(POSITIONS))
 class Decoder(nn.Module):
     inputs = "tokens"  # token ids (see models/registry.py)
 

@@ -26,8 +26,8 @@ from seqlab.models.registry import MODELS
 ENCODER_POSITIONS = ("none", "learned", "rope")
 
 
-@MODELS.register(name="encoder",
-                 description="encoder-only next-token prediction: a bidirectional pass over each prefix (Ewer et al. 2025)")
+@MODELS.register(name="encoder", description="encoder-only next-token prediction: a bidirectional pass over "
+                                              "each prefix (Ewer et al. 2025)")
 class EncoderNTP(Decoder):
     def __init__(self, config: ModelConfig, vocab_size: int):
         if config.position not in ENCODER_POSITIONS:

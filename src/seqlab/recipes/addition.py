@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.reports.markdown import length_table, results_header
+from seqlab.recipes.markdown import length_table, results_header
 from seqlab.runs import evaluate_by_length, load, make_config, train
 from seqlab.eval.plots import accuracy_by_length
 

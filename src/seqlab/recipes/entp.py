@@ -17,7 +17,7 @@ import numpy as np
 
 from seqlab.eval.plots import accuracy_by_step
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.reports.markdown import results_header
+from seqlab.recipes.markdown import results_header
 from seqlab.tasks.token_base import IGNORE, get_token_task
 from seqlab.runs import evaluate_tokens, make_config, train
 

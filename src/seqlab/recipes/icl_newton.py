@@ -20,7 +20,7 @@ from seqlab.eval.icl_scoring import model_predictions, score
 from seqlab.runs import load, make_config, train
 from seqlab.models.newton_construction import NewtonLayout, newton_layer, newton_schulz_numpy, newton_tokens, read_iterate
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.reports.markdown import results_header
+from seqlab.recipes.markdown import results_header
 from seqlab.tasks.function_classes import get_function
 
 BUDGETS = {

@@ -19,7 +19,7 @@ from seqlab.eval.plots import error_by_points
 from seqlab.data.prompts import curriculum_ramps
 from seqlab.runs import evaluate_icl, make_config, train
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register, task_settings
-from seqlab.reports.markdown import results_header
+from seqlab.recipes.markdown import results_header
 from seqlab.tasks.function_classes import function_names, get_function, parse_shift
 
 LASSOS = ["lasso-1", "lasso-0.1", "lasso-0.01", "lasso-0.001"]

@@ -21,7 +21,7 @@ from typing import Any
 from seqlab.eval.plots import accuracy_by_length
 from seqlab.recipes.addition import TRAIN_LENGTHS, reverse_addition_config
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.reports.markdown import length_table, longest_at, results_header
+from seqlab.recipes.markdown import length_table, longest_at, results_header
 from seqlab.runs import evaluate_by_length, train
 
 

@@ -21,7 +21,7 @@ from seqlab.data.prompts import curriculum_ramps
 from seqlab.eval.icl_scoring import model_predictions, score
 from seqlab.runs import load, make_config, train
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.reports.markdown import results_header
+from seqlab.recipes.markdown import results_header
 from seqlab.tasks.function_classes import get_function
 
 FAMILIES = ("linear-regression", "sparse-linear-regression")

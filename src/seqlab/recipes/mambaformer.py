@@ -15,7 +15,7 @@ from typing import Any
 from seqlab.eval.icl_curves import at_k
 from seqlab.runs import evaluate_icl, make_config, train
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.reports.markdown import results_header
+from seqlab.recipes.markdown import results_header
 
 # Backbones (the model section laid over the budget's). MambaFormer: "mamba,attention" cycled over the layers
 # puts a Mamba layer first, in place of position embeddings, then alternates (Park et al.'s Figure 1);

@@ -19,7 +19,7 @@ from typing import Any
 
 from seqlab.eval.plots import accuracy_by_state_size
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.reports.markdown import results_header
+from seqlab.recipes.markdown import results_header
 from seqlab.runs import evaluate_tokens, make_config, train
 
 # The mixer families of the grid: model settings laid over the budget's model section. Mamba's block is

@@ -20,7 +20,7 @@ import numpy as np
 from seqlab.core.configs import task_params
 from seqlab.eval.plots import accuracy_heatmap
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
-from seqlab.reports.markdown import results_header
+from seqlab.recipes.markdown import results_header
 from seqlab.tasks.kv_retrieval import NAMES
 from seqlab.tasks.token_base import IGNORE, get_token_task
 from seqlab.eval.token_scoring import score_tokens

@@ -22,7 +22,7 @@ from typing import Any
 from seqlab.core.errors import BadInput
 from seqlab.eval.plots import accuracy_by_length, label_accuracy_by_round
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register, task_settings
-from seqlab.reports.markdown import length_table, longest_at, results_header
+from seqlab.recipes.markdown import length_table, longest_at, results_header
 from seqlab.self_improve.rounds import self_improve, train_models
 from seqlab.runs import make_config
 from seqlab.self_improve.config import SelfImproveConfig

@@ -33,7 +33,7 @@ from seqlab.analysis.task_vectors import injecting, task_vectors
 from seqlab.eval.plots import probability_by_share
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.mapping_base import BUDGETS, map_names, train_mapping_model
-from seqlab.reports.markdown import results_header
+from seqlab.recipes.markdown import results_header
 
 # The decoder is trained as task-vectors' is, except that its prompts hold up to 2 demonstrations more
 # than the mixed prompts it is shown (cpu: 12 against 10): the study is of mixtures, not of prompts

@@ -23,7 +23,7 @@ from seqlab.analysis.mapping_probes import icl_accuracy, injected_accuracy, task
 from seqlab.eval.plots import accuracy_by_layer
 from seqlab.recipes.base import Context, Outcome, Recipe, register
 from seqlab.recipes.mapping_base import BUDGETS, map_names, train_mapping_model
-from seqlab.reports.markdown import results_header
+from seqlab.recipes.markdown import results_header
 
 
 def site_grid(model, params: dict[str, Any], name: str, seed: int, n_vector: int, n_eval: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from seqlab.analysis.mapping_probes import icl_accuracy, injected_accuracy, map_
 from seqlab.analysis.task_vectors import teacher_forced
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.mapping_base import BUDGETS, map_names, train_mapping_model
-from seqlab.reports.markdown import results_header
+from seqlab.recipes.markdown import results_header
 
 DISTRACTORS = 2  # demonstrations of another map in a "distracted" prompt
 TVP_WEIGHT = 1.0

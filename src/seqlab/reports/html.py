@@ -247,7 +247,7 @@ def runs_table(root: Path, runs: dict[str, str]) -> str:
 
 
 def recipe_html(path: Path) -> str:
-    from seqlab.reports.markdown import reproduce_command
+    from seqlab.recipes.markdown import reproduce_command
 
     results = _read(path / "results.json", "a recipe's results")
     if not isinstance(results, dict) or not {"recipe", "budget", "seed"} <= set(results):

@@ -1,49 +1,13 @@
-"""Markdown pieces shared by reports, and report.md for a run directory."""
+"""report.md for a run directory (a recipe's own report.md comes from its recipe: recipes/markdown.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from seqlab.core.errors import BadInput
 from seqlab.core.io import atomic_write_text, read_json, read_jsonl
-
-
-def claims_table(results: dict[str, Any]) -> str:
-    if not results.get("claims"):
-        return "_This budget checks the wiring only; it makes no claims._\n"
-    lines = ["| claim | source | paper | ours | threshold | holds |", "|---|---|---|---|---|---|"]
-    for c in results["claims"]:
-        paper = "—" if c["paper_value"] is None else f"{c['paper_value']:.3g}"
-        ours = "—" if c["ours"] is None else f"{c['ours']:.4g}"
-        sign = "≥" if c["direction"] == "at_least" else "≤"
-        lines.append(f"| {c['name']} | {c['source']} | {paper} | {ours} | {sign} {c['threshold']:.4g} | "
-                     f"{'yes' if c['holds'] else '**no**'} |")
-    return "\n".join(lines) + "\n"
-
-
-def reproduce_command(results: dict[str, Any]) -> str:
-    """The `seqlab reproduce` command line that wrote a recipe's results.json."""
-    options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(results.get("options", {}).items()))
-    return f"seqlab reproduce {results['recipe']}{options} --budget {results['budget']} --seed {results['seed']}"
-
-
-def results_header(results: dict[str, Any], title: str) -> str:
-    return (f"# {title}\n\n"
-            f"`{reproduce_command(results)}` · "
-            f"device {results['device']} · seqlab {results['seqlab_version']} · {results['wall_seconds']:.0f} s\n\n"
-            f"## Claims\n\n{claims_table(results)}\n")
-
-
-def length_table(curves: dict[str, dict[int, float]], lengths: list[int]) -> str:
-    """Markdown table: one row per length, one column per curve."""
-    labels = list(curves)
-    lines = ["| length | " + " | ".join(labels) + " |", "|---:|" + "---:|" * len(labels)]
-    for L in lengths:
-        cells = [f"{curves[k][L]:.3f}" if L in curves[k] else "—" for k in labels]
-        lines.append(f"| {L} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+from seqlab.recipes.markdown import length_table
 
 
 def write_run_report(path: Path) -> Path:
@@ -87,13 +51,3 @@ def write_run_report(path: Path) -> Path:
     out = path / "report.md"
     atomic_write_text(out, "".join(parts))
     return out
-
-
-def longest_at(curve: dict[int, float], level: float) -> int:
-    """The longest length L such that every length up to L reaches `level` (0 if length 1 fails)."""
-    best = 0
-    for L in sorted(curve):
-        if curve[L] < level:
-            break
-        best = L
-    return best

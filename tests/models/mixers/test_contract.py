@@ -79,7 +79,8 @@ def test_a_setting_round_trips_by_dotted_key_and_reaches_the_mixer(backbone, nam
     assert getattr(getattr(c, name), key) == value
     assert c.to_json()[name][key] == value
     assert parse_config(cls, c.to_json()) == c  # as config.json stores it and a resumed run reads it back
-    default, changed = (fingerprint(small(backbone, name, extra), backbone) for extra in ([], [f"model.{name}.{key}={value}"]))
+    setting = [f"model.{name}.{key}={value}"]
+    default, changed = (fingerprint(small(backbone, name, extra), backbone) for extra in ([], setting))
     same = default[:2] == changed[:2] and torch.equal(default[2], changed[2])
     assert not same, f"model.{name}.{key}={value} built the same {backbone} model as the default"
 
