@@ -118,3 +118,25 @@ def test_points_that_are_not_scored_are_left_out_of_loss_and_error(cli, tmp_path
                                                                 "task.n_points=7"]
     code, _, err_text = cli("train", *args, "--out", tmp_path / "park", "--quiet")
     assert code == 0, err_text
+
+
+def test_every_mixer_setting_reaches_an_in_context_run(cli, tmp_path):
+    import seqlab
+
+    run = tmp_path / "mixers"
+    code, _, err = cli("train", *ICL_TINY, "model.n_layers=3", "model.mixers=linear,sliding_window,mamba",
+                       "model.linear.feature_map=elu", "model.sliding_window.window=3", "model.mamba.d_conv=2",
+                       "--out", run, "--quiet")
+    assert code == 0, err
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert (model["linear"]["feature_map"], model["sliding_window"]["window"], model["mamba"]["d_conv"]) == ("elu", 3, 2)
+    mixers = {type(m).__name__: m for m in seqlab.load(run).model.modules()}
+    assert mixers["SlidingWindowAttention"].window == 3 and mixers["Mamba"].d_conv == 2
+    assert mixers["LinearAttention"].kind == "elu"  # the feature map
+
+
+def test_a_mistyped_model_key_of_an_in_context_run_names_the_nearest(cli, tmp_path):
+    for key, near in (("model.n_layer=2", "model.n_layers"), ("model.mamba.d_stat=2", "model.mamba.d_state")):
+        code, _, err = cli("train", *ICL_TINY, key, "--out", tmp_path / "bad", "--quiet")
+        assert code == 2 and err.strip().splitlines() == [f"error: unknown key '{key.split('=')[0]}' (did you mean '{near}'?)"]
+    assert not (tmp_path / "bad").exists()

@@ -52,21 +52,48 @@ class Config(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The config classes an annotation admits: itself, or the members of a union (`A | B | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _walk(model_cls: type[BaseModel], loc: tuple) -> tuple[tuple, type[BaseModel] | None]:
+    """(the location as the user wrote it, the config class at its end): a discriminated union puts the
+    member's tag into pydantic's location (`model.transformer.n_layer`), which names no key of the user's."""
+    keys: list[str] = []
+    cls: type[BaseModel] | None = model_cls
+    parts = list(loc)
+    while parts and cls is not None:
+        part = parts.pop(0)
+        field = cls.model_fields.get(part)
+        keys.append(part)
+        if field is None:
+            return tuple(keys + parts), None
+        members = _models_in(field.annotation)
+        tag = field.discriminator
+        if isinstance(tag, str) and parts:  # the next part is the tag of the member that was tried
+            chosen = [m for m in members if parts[0] in typing.get_args(m.model_fields[tag].annotation)]
+            if chosen:
+                parts.pop(0)
+                members = chosen
+        cls = members[0] if members else None
+    return tuple(keys + parts), cls
+
+
 def _valid_keys(model_cls: type[BaseModel], loc: tuple) -> list[str]:
     """The field names valid at `loc` (the location of the offending key's parent)."""
-    cls: Any = model_cls
-    for part in loc:
-        field = getattr(cls, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        cls = field.annotation
-    return list(getattr(cls, "model_fields", {}))
+    _, cls = _walk(model_cls, loc)
+    return list(cls.model_fields) if cls is not None else []
 
 
 def explain(error: ValidationError, model_cls: type[BaseModel], prefix: str = "") -> str:
     """One line for the first problem in a ValidationError."""
     err = error.errors()[0]
     loc = tuple(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        loc = _walk(model_cls, loc[:-1])[0] + loc[-1:]
     dotted = prefix + ".".join(loc)
     if err["type"] == "extra_forbidden":
         valid = _valid_keys(model_cls, loc[:-1])
