@@ -11,7 +11,7 @@ from typing import Any
 
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.markdown import length_table, results_header
-from seqlab.runs import evaluate_by_length, load, make_config, train
+from seqlab.runs import evaluate_by_length, load, make_config, train as train_run
 from seqlab.eval.plots import accuracy_by_length
 
 TRAIN_LENGTHS = (1, 10)
@@ -71,7 +71,7 @@ BUDGETS = {
 def run(ctx: Context) -> Outcome:
     s = ctx.settings
     run_dir = ctx.run_dir("reverse-addition")
-    summary = train(run_dir, reverse_addition_config("coupling", s, ctx.seed), quiet=ctx.quiet)
+    summary = train_run(run_dir, reverse_addition_config("coupling", s, ctx.seed), quiet=ctx.quiet)
     trained = load(run_dir)  # one load for both evaluations; the run's plot is of the lengths table
     at10 = evaluate_by_length(trained, [10], s["n_at_10"], label="at_10", plot=False)
     table = evaluate_by_length(trained, s["lengths"], s["n_per_length"])

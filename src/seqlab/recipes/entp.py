@@ -19,7 +19,7 @@ from seqlab.eval.plots import accuracy_by_step
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.markdown import results_header
 from seqlab.tasks.token_base import IGNORE, get_token_task
-from seqlab.runs import evaluate_tokens, make_config, train
+from seqlab.runs import evaluate_tokens, make_config, train as train_run
 
 BUDGETS = {
     "smoke": {
@@ -77,7 +77,7 @@ def run(ctx: Context) -> Outcome:
                                        "model": {"arch": arch, "position": "rope", **s["model"]},
                                        "train": {**s["train"], "seed": ctx.seed}})
         run_dir = ctx.run_dir(arch)
-        summary = train(run_dir, config, quiet=ctx.quiet)
+        summary = train_run(run_dir, config, quiet=ctx.quiet)
         ev = evaluate_tokens(run_dir, s["n_test"])
         metrics.update({f"{arch}.accuracy": ev["accuracy"], f"{arch}.exact_match": ev["exact_match"],
                         f"{arch}.train_seconds": round(summary["train_seconds"] or 0.0, 1),

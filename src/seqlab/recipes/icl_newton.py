@@ -17,7 +17,7 @@ import torch
 
 from seqlab.eval.plots import error_by_points
 from seqlab.eval.icl_scoring import model_predictions, score
-from seqlab.runs import load, make_config, train
+from seqlab.runs import load, make_config, train as train_run
 from seqlab.models.newton_construction import NewtonLayout, newton_layer, newton_schulz_numpy, newton_tokens, read_iterate
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.markdown import results_header
@@ -98,7 +98,7 @@ def run(ctx: Context) -> Outcome:
                       "warmup": min(500, lsa["steps"] // 5), "weight_decay": 0.0, "eval_every": max(1, lsa["steps"] // 4),
                       "eval_n": 256, "log_every": max(1, lsa["steps"] // 20),
                       "checkpoint_every": max(1, lsa["steps"] // 4), "seed": ctx.seed}})
-        summary = train(ctx.run_dir(label), config, quiet=ctx.quiet)
+        summary = train_run(ctx.run_dir(label), config, quiet=ctx.quiet)
         seconds += summary["train_seconds"] or 0.0
         model = load(ctx.run_dir(label)).model
         trained[depth] = float(np.nanmean(score(fc, model_predictions(model, p.xs, p.ys), p.ys)[:, -1]))

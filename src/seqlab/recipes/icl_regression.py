@@ -17,7 +17,7 @@ from typing import Any
 from seqlab.eval.icl_curves import at_k, ratio
 from seqlab.eval.plots import error_by_points
 from seqlab.data.prompts import curriculum_ramps
-from seqlab.runs import evaluate_icl, make_config, train
+from seqlab.runs import evaluate_icl, make_config, train as train_run
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register, task_settings
 from seqlab.recipes.markdown import results_header
 from seqlab.tasks.function_classes import function_names, get_function, parse_shift
@@ -108,7 +108,7 @@ def run(ctx: Context) -> Outcome:
     d, n_points = s["task"]["n_dims"], s["task"]["n_points"]
     config = run_config(family, s, ctx.seed)
     run_dir = ctx.run_dir(family)
-    summary = train(run_dir, config, quiet=ctx.quiet)
+    summary = train_run(run_dir, config, quiet=ctx.quiet)
     ks = key_ks(d, n_points)
     ev = evaluate_icl(run_dir, s["n_eval"], FAMILIES[family]["baselines"], s["slow_n"], ks, seed=ctx.seed)
     curves = ev["curves"]

@@ -22,7 +22,7 @@ from seqlab.eval.plots import accuracy_by_length
 from seqlab.recipes.addition import TRAIN_LENGTHS, reverse_addition_config
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.markdown import length_table, longest_at, results_header
-from seqlab.runs import evaluate_by_length, train
+from seqlab.runs import evaluate_by_length, train as train_run
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def _train_and_eval(ctx: Context, scheme: Scheme, hints: bool = False) -> dict[i
     s = ctx.settings
     run_dir = ctx.run_dir(scheme.run)
     settings = {**s, "model": {**s["model"], **scheme.model}}
-    train(run_dir, reverse_addition_config(scheme.position, settings, ctx.seed, index_hints=hints), quiet=ctx.quiet)
+    train_run(run_dir, reverse_addition_config(scheme.position, settings, ctx.seed, index_hints=hints), quiet=ctx.quiet)
     ev = evaluate_by_length(run_dir, s["lengths"], s["n_per_length"])
     return {int(k): v for k, v in ev["exact_match_by_length"].items()}
 

@@ -19,7 +19,7 @@ from seqlab.eval.icl_curves import at_k, error_curve, ratio
 from seqlab.eval.plots import error_by_points
 from seqlab.data.prompts import curriculum_ramps
 from seqlab.eval.icl_scoring import model_predictions, score
-from seqlab.runs import load, make_config, train
+from seqlab.runs import load, make_config, train as train_run
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.markdown import results_header
 from seqlab.tasks.function_classes import get_function
@@ -88,7 +88,7 @@ def run(ctx: Context) -> Outcome:
     curves, metrics, runs = {}, {}, {}
     for label, looped in (("standard", False), ("looped", True)):
         run_dir = ctx.run_dir(f"{family}-{label}")
-        summary = train(run_dir, model_config(family, s, ctx.seed, looped), quiet=ctx.quiet)
+        summary = train_run(run_dir, model_config(family, s, ctx.seed, looped), quiet=ctx.quiet)
         model = load(run_dir).model
         curves[label] = error_curve(score(fc, model_predictions(model, p.xs, p.ys), p.ys), seed=ctx.seed)
         metrics[f"{label}.n_params"] = summary["n_params"]

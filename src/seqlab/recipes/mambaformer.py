@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from seqlab.eval.icl_curves import at_k
-from seqlab.runs import evaluate_icl, make_config, train
+from seqlab.runs import evaluate_icl, make_config, train as train_run
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.markdown import results_header
 
@@ -79,7 +79,7 @@ def run(ctx: Context) -> Outcome:
                                          "model": {**s["model"], **model, "max_points": n_points},
                                          "train": {**s["train"], "seed": ctx.seed}})
             run_dir = ctx.run_dir(f"{task}-{label}")
-            summary = train(run_dir, config, quiet=ctx.quiet)
+            summary = train_run(run_dir, config, quiet=ctx.quiet)
             ev = evaluate_icl(run_dir, s["n_eval"], [], seed=ctx.seed)
             err = at_k(ev["curves"]["model"], n_points - 1)
             value = 1 - err if ev["kind"] == "classification" else err

@@ -7,7 +7,7 @@ from typing import Any
 
 from seqlab.core.configs import task_params
 from seqlab.recipes.base import Context
-from seqlab.runs import load, make_config, train
+from seqlab.runs import load, make_config, train as train_run
 
 # Training prompts: 4 to 8 demonstrations of one map, words of 3 symbols over 10; the maps are the issue's
 # examples (add k, copy the symbol at h, reverse, a fixed permutation; add1 is "next letter").
@@ -55,7 +55,7 @@ def train_mapping_model(ctx: Context, label: str, tvp: dict[str, Any] | None = N
                                    "train": {**s["train"], "seed": ctx.seed},
                                    **({"tvp": tvp} if tvp else {})})
     run_dir = ctx.run_dir(label)
-    summary = train(run_dir, config, quiet=ctx.quiet)
+    summary = train_run(run_dir, config, quiet=ctx.quiet)
     model = load(run_dir).model
     model.eval()
     return summary, task_params(config.task), model

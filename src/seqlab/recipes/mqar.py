@@ -20,7 +20,7 @@ from typing import Any
 from seqlab.eval.plots import accuracy_by_state_size
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.markdown import results_header
-from seqlab.runs import evaluate_tokens, make_config, train
+from seqlab.runs import evaluate_tokens, make_config, train as train_run
 
 # The mixer families of the grid: model settings laid over the budget's model section. Mamba's block is
 # its own mixer and gate (no MLP), as in Gu & Dao and Zoology's Mamba configs; `based` is Zoology's recipe
@@ -85,7 +85,7 @@ def _config(task: dict[str, Any], model: dict[str, Any], train: dict[str, Any], 
 def _timed(ctx: Context, label: str, part: dict[str, Any]) -> dict[str, Any]:
     """Train attention until 99% of test queries are right; its seconds and accuracy."""
     s = ctx.settings
-    summary = train(ctx.run_dir(label), _config(part["task"], part["model"], s["train"], ctx.seed), quiet=ctx.quiet)
+    summary = train_run(ctx.run_dir(label), _config(part["task"], part["model"], s["train"], ctx.seed), quiet=ctx.quiet)
     ev = summary["final_eval"] or {}
     return {f"{label}.accuracy": ev.get("accuracy"), f"{label}.steps": summary["step"],
             f"{label}.seconds": round(summary["fit_seconds"], 1) if summary.get("fit_seconds") else None,
@@ -109,7 +109,7 @@ def run(ctx: Context) -> Outcome:
         for width in grid["widths"]:
             label = f"grid-{family.replace(' ', '').replace('(', '-').replace(')', '').replace('+', '-')}-{width}"
             model = {"n_layers": grid["n_layers"], "d_model": width, "n_heads": max(1, width // 32), **extra}
-            summary = train(ctx.run_dir(label), _config(grid["task"], model, train, ctx.seed), quiet=ctx.quiet)
+            summary = train_run(ctx.run_dir(label), _config(grid["task"], model, train, ctx.seed), quiet=ctx.quiet)
             acc = evaluate_tokens(ctx.run_dir(label), s["n_test"])["accuracy"]
             points.setdefault(family, []).append({"width": width, "state_size": summary["state_size"], "accuracy": acc,
                                                   "n_params": summary["n_params"], "steps": summary["step"]})

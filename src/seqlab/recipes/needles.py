@@ -24,7 +24,7 @@ from seqlab.recipes.markdown import results_header
 from seqlab.tasks.kv_retrieval import NAMES
 from seqlab.tasks.token_base import IGNORE, get_token_task
 from seqlab.eval.token_scoring import score_tokens
-from seqlab.runs import load, make_config, train
+from seqlab.runs import load, make_config, train as train_run
 
 BUDGETS = {
     "smoke": {
@@ -81,7 +81,7 @@ def run(ctx: Context) -> Outcome:
                                    "model": {"position": "rope", "canon": CANON, **s["model"]},
                                    "train": {**s["train"], "seed": ctx.seed}})
     run_dir = ctx.run_dir("decoder")
-    summary = train(run_dir, config, quiet=ctx.quiet)
+    summary = train_run(run_dir, config, quiet=ctx.quiet)
     model = load(run_dir).model
     trained = config.task["num_dicts"]
     base = task_params(config.task)
