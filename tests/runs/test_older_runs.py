@@ -23,6 +23,18 @@ KINDS = ("text", "token", "icl")
 TIMINGS = ("tokens_per_s", "train_seconds")
 
 
+def _same(a, b) -> bool:
+    """Equal, but for floats within 1e-12: least squares in its interpolation regime gives errors of about
+    1e-14 whose last digits vary from run to run with BLAS threading (the model's numbers are exact)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or abs(a - b) <= 1e-12
+    return a == b
+
+
 def _copy(kind: str, tmp_path: Path) -> Path:
     run = tmp_path / kind
     shutil.copytree(OLDER / kind, run)
@@ -50,7 +62,9 @@ def test_an_older_run_evaluates_to_the_same_numbers(cli, kind, tmp_path):
     assert code == 0, err
     got = json.loads(out)
     got.pop("run_dir", None)
-    assert got == json.loads((OLDER / f"{kind}.eval.json").read_text())
+    assert got["curves"]["model"] == json.loads((OLDER / f"{kind}.eval.json").read_text())["curves"]["model"] \
+        if kind == "icl" else True  # the model's own curve exactly
+    assert _same(got, json.loads((OLDER / f"{kind}.eval.json").read_text()))
 
 
 @pytest.mark.parametrize("kind", KINDS)
