@@ -97,3 +97,11 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
     assert _latest_step(out) == 6
     state = json.loads((out / "checkpoints" / "step_00000006" / "state.json").read_text())
     assert state["step"] == 6
+
+
+def test_a_changed_mixer_setting_is_named_by_its_dotted_key(cli, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = cli("train", *TINY, "model.mixers=mamba", "model.mamba.d_state=4", "--out", run, "--quiet")
+    assert code == 0, err
+    code, _, err = cli("train", *TINY, "model.mixers=mamba", "model.mamba.d_state=8", "--out", run, "--quiet")
+    assert code == 2 and "holds a different run (model.mamba.d_state: 4 there, 8 here)" in err

@@ -115,9 +115,22 @@ def first_difference(old, new) -> str | None:
             if a[section] != b.get(section):
                 return f"{section}: {a[section]!r} there, {b.get(section)!r} here"
             continue
-        for k in sorted(set(a[section]) | set(b[section])):
-            if a[section].get(k) != b[section].get(k):
-                return f"{section}.{k}: {a[section].get(k)!r} there, {b[section].get(k)!r} here"
+        diff = _first_key_difference(a[section], b[section], section)
+        if diff:
+            return diff
+    return None
+
+
+def _first_key_difference(a: dict, b: dict, prefix: str) -> str | None:
+    """The first dotted key (into nested sections such as model.mamba) whose values differ."""
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            diff = _first_key_difference(x, y, f"{prefix}.{k}")
+            if diff:
+                return diff
+        elif x != y:
+            return f"{prefix}.{k}: {x!r} there, {y!r} here"
     return None
 
 
