@@ -89,7 +89,7 @@ def test_string_task_rules():
         Format(FormatConfig(index_hints=True), get("addition"), position_ids="abacus")
 
 
-@pytest.mark.parametrize("name", ["maze", "multiplication_steps"])
+@pytest.mark.parametrize("name", ["maze", "multiplication-steps"])
 def test_tasks_written_in_reading_order_refuse_reversal(name):
     task = get(name)
     for opts in ({"reverse_output": True}, {"reverse_output": False, "reverse_operands": True}):

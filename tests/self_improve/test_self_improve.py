@@ -88,7 +88,7 @@ def test_round_lengths_follow_the_schedule():
 
 def test_a_schedule_of_operand_lengths_labels_exactly_those_sizes(tmp_path):
     run = make_config({
-        "task": {"name": "multiplication_steps", "min_len": 1, "max_len": 2}, "format": {"reverse_output": False},
+        "task": {"name": "multiplication-steps", "min_len": 1, "max_len": 2}, "format": {"reverse_output": False},
         "model": {"n_layers": 1, "d_model": 32, "n_heads": 2, "position": "none"},
         "train": {"steps": 10, "batch_size": 8, "warmup": 2, "eval_every": 10, "eval_n": 4, "checkpoint_every": 5}})
     si = SelfImproveConfig(labels="oracle", schedule=[[[1, 3], [3, 1]]], **{**SMOKE, "rounds": 1})

@@ -53,7 +53,7 @@ TASKS: dict[str, dict[str, Any]] = {
                 "filters": {"n_models": 3, "vote_fraction": 1.0}, "target": 30},
     # At cpu budget a shorter start (1-3 x 1-3) in a 2-layer RoPE model, which learns it (measured:
     # 100% in range after 1,500 steps; learned positions 96%, NoPE 39%); the vote claim needs round 1 only.
-    "multiplication": {"task": {"name": "multiplication_steps", "min_len": 1, "max_len": 5}, "position": "rope",
+    "multiplication": {"task": {"name": "multiplication-steps", "min_len": 1, "max_len": 5}, "position": "rope",
                        "format": {"reverse_output": False}, "filters": {"n_models": 5, "vote_fraction": 0.7},
                        "at": {"cpu": {"start_top": 3, "model": {"n_layers": 2}, "train": {"steps": 1500},
                                       "self_improve": {"rounds": 2, "max_label_tokens": 160}}}},

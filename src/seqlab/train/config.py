@@ -93,7 +93,7 @@ class RunConfig(Config):
         v = {"name": DEFAULT_TASK, **v}
         params = {k: x for k, x in v.items() if k != "name"}
         tcls = task_class(v["name"])
-        return {"name": v["name"], **parse_config(tcls.Config, params, prefix="task.").to_json()}
+        return {"name": tcls.name, **parse_config(tcls.Config, params, prefix="task.").to_json()}
 
     @model_validator(mode="after")
     def _positions_agree(self):
