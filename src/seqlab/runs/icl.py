@@ -7,7 +7,7 @@ config.json holds `"kind": "icl"`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -115,6 +115,7 @@ class ICLKind(RunKind):
     task_label = "function"
     main_metric = "error"
     reads_tokens = False
+    task_noun = "an in-context function class"
 
     def build(self, config: ICLRunConfig, device) -> Parts:
         fc = config.function_class()
@@ -151,12 +152,8 @@ class ICLKind(RunKind):
         return model_predictions(run.model, np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.float32), loops)
 
     # -- tasks ---------------------------------------------------------------------------------
-    def sample(self, task: str, params: dict[str, Any], format_overrides: list[str], n: int, seed: int,
-               split: str) -> Iterator[dict[str, Any]]:
-        if format_overrides:
-            raise BadInput(f"{task} is an in-context function class and has no text format")
-        gen = get_function(task, **params)
-        return (gen.sample_record(seed, split, i) for i in range(n))
+    def make_task(self, name: str, params: dict[str, Any]) -> FunctionClass:
+        return get_function(name, **params)
 
     def task_tag(self, name: str) -> str:
         return f"in-context function class {super().task_tag(name)}"

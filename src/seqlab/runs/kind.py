@@ -51,6 +51,7 @@ class RunKind:
     task_label: ClassVar[str]  # `seqlab tasks --json`'s "kind" of such a task
     main_metric: ClassVar[str]  # what a summary reads first (metrics.jsonl's eval_<metric>)
     writes_kind: ClassVar[bool] = True  # whether config.json names the kind
+    task_noun: ClassVar[str] = ""  # what `seqlab sample` calls such a task when it refuses a text format
     reads_tokens: ClassVar[bool] = True  # whether the model reads token ids (generate, score, export)
 
     # -- configs -----------------------------------------------------------------------------
@@ -107,10 +108,18 @@ class RunKind:
         raise BadInput(f"predict() is for runs that read vectors; {self.title} runs take prompts: use run.generate")
 
     # -- tasks -------------------------------------------------------------------------------
+    def make_task(self, name: str, params: dict[str, Any]):
+        """The task `name` with its knobs (BadInput naming the nearest task or key)."""
+        raise NotImplementedError
+
     def sample(self, task: str, params: dict[str, Any], format_overrides: list[str], n: int, seed: int,
                split: str) -> Iterator[dict[str, Any]]:
-        """`seqlab sample`'s records: {"task", "prompt", "target", "meta"}."""
-        raise NotImplementedError
+        """`seqlab sample`'s records: {"task", "prompt", "target", "meta"}; by default those of a task that
+        writes its own prompts, which no text format applies to."""
+        if format_overrides:
+            raise BadInput(f"{task} is {self.task_noun} and has no text format")
+        gen = self.make_task(task, params)
+        return (gen.sample_record(seed, split, i) for i in range(n))
 
     def sample_line(self, record: dict[str, Any]) -> str:
         """One sampled record as `seqlab sample` prints it without --json (rich markup)."""

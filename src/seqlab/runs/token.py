@@ -8,7 +8,7 @@ config.json holds `"kind": "token"`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -95,6 +95,7 @@ class TokenKind(RunKind):
     tasks = TOKEN_TASKS
     task_label = "token"
     main_metric = "accuracy"
+    task_noun = "a token task: it writes token ids itself"
 
     def build(self, config: TokenRunConfig, device) -> Parts:
         task = config.make_task()
@@ -146,12 +147,8 @@ class TokenKind(RunKind):
         return -1  # token tasks have no end token: generation writes max_new_tokens ids
 
     # -- tasks ---------------------------------------------------------------------------------
-    def sample(self, task: str, params: dict[str, Any], format_overrides: list[str], n: int, seed: int,
-               split: str) -> Iterator[dict[str, Any]]:
-        if format_overrides:
-            raise BadInput(f"{task} is a token task: it writes token ids itself and has no text format")
-        gen = get_token_task(task, **params)
-        return (gen.sample_record(seed, split, i) for i in range(n))
+    def make_task(self, name: str, params: dict[str, Any]) -> TokenTask:
+        return get_token_task(name, **params)
 
     def task_tag(self, name: str) -> str:
         return f"token task {super().task_tag(name)}"
