@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from seqlab.core.console import console, silence_stdout
 from seqlab.core.errors import BadInput, RunFailed
 
 try:  # typer vendors click from 0.20 on
@@ -20,11 +20,16 @@ except ImportError:  # pragma: no cover
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="seqlab: small sequence models on generated tasks.",
                   pretty_exceptions_enable=False)
-out = Console(soft_wrap=True)
+out = console(soft_wrap=True)
 
 
 def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
+    try:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `seqlab tasks --json | head -1`: the reader is done, which is not a failure
+        silence_stdout()
+        raise SystemExit(0) from None
 
 
 @app.command()
@@ -299,8 +304,8 @@ def main() -> None:
         typer.echo("interrupted: a run directory resumes from its last checkpoint when the command is run again",
                    err=True)
         sys.exit(130)
-    except BrokenPipeError:  # `seqlab tasks | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # `seqlab tasks --json | head`: the reader is done, which is not a failure
+        silence_stdout()
         sys.exit(0)
 
 

@@ -65,15 +65,24 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSONL file; a torn last line (from a killed writer) is dropped."""
-    out = []
+def jsonl_lines(path: str | Path) -> list[tuple[str, dict | None]]:
+    """Each line of a JSONL file as (its text, its record), the record None where the line is not a JSON
+    object: the raw text lets a caller keep or set aside a line exactly as it was written."""
     if not Path(path).exists():
-        return out
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+        return []
+    with open(path, "rb") as f:
+        raw = f.read()
+    out = []
+    for line in raw.decode("utf-8", errors="replace").splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            record = None
+        out.append((line, record if isinstance(record, dict) else None))
     return out
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSONL file. A line that is not a JSON object (a torn last line from a killed
+    writer, a line damaged by hand) is skipped: a reader never loses the good lines after a bad one."""
+    return [record for _, record in jsonl_lines(path) if record is not None]

@@ -83,7 +83,7 @@ def run(ctx: Context) -> Outcome:
                "n_params": summary["n_params"],
                **{f"exact_match_by_length.{k}": v for k, v in table["exact_match_by_length"].items()}}
     if not ctx.quiet:
-        from rich.console import Console
+        from seqlab.core.console import console
         from rich.table import Table
 
         t = Table(title=f"reverse addition: exact match by length (n={s['n_per_length']}; trained on 1-10 digits)")
@@ -91,7 +91,7 @@ def run(ctx: Context) -> Outcome:
         t.add_column("exact match", justify="right")
         for L, v in curve.items():
             t.add_row(str(L), f"{v:.3f}")
-        Console(stderr=True).print(t)
+        console(stderr=True).print(t)
     return Outcome(metrics=metrics, runs={"reverse-addition": "runs/reverse-addition"},
                    artifacts=["plots/accuracy_by_length.png"], extra={"lengths": s["lengths"]})
 

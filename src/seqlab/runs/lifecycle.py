@@ -4,16 +4,21 @@ parts, resume, fit, summarize. What differs between kinds is in their modules (t
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from seqlab.core.configs import apply_overrides
-from seqlab.runs.directory import CONFIG_META_KEYS, check_writable, is_run_dir, prepare, write_run_config
+from seqlab.core.lock import LOCK_NAME, folder_lock
+from seqlab.runs.directory import CONFIG_META_KEYS, check_run_writable, is_run_dir, prepare, write_run_config
 from seqlab.runs.kind import DEFAULT_KIND, KINDS, RunKind, kind_of_config, kind_of_task, stored_kind
 from seqlab.train import Trainer, pick_device
+from seqlab.train.distributed import world
+from seqlab.train.tracking import check_trackers
 
 
 def resolve(kind: RunKind, data: dict[str, Any]):
@@ -52,26 +57,49 @@ def check_startable(kind: RunKind, config, run_dir: Path) -> None:
 
 def train(run_dir: Path, config=None, kind: RunKind | None = None, quiet: bool = False) -> dict[str, Any]:
     """Train (or resume) the run in `run_dir`; returns its summary, the same keys for every kind. With no
-    config the stored one is resumed; with no kind the config's (or the stored run's) is taken."""
+    config the stored one is resumed; with no kind the config's (or the stored run's) is taken.
+
+    Everything is checked before anything is written: the config, the run directory, the trackers, the
+    model (built, so its memory is known), that every file to be written can be. Then the directory is
+    locked for the whole run, so a second process writing the same run is refused."""
     out = Path(run_dir)
     if kind is None:
         kind = kind_of_config(config.to_json()) if config is not None else (stored_kind(out) or KINDS.get(DEFAULT_KIND))
     config = prepare(out, kind, config)
+    check_trackers(config.train)
     torch.manual_seed(config.train.seed)  # before the model is built: its init depends on the seed
     device = pick_device(config.train.device)
     parts = kind.build(config, device)
-    check_writable(out)
+    check_run_writable(out)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    trainer = Trainer(parts.model, parts.stream, config.train, out, parts.evaluate, quiet=quiet, objective=parts.objective)
-    resumed = trainer.resume()  # reads (and checks) the checkpoint before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_config(out, config, resumed)
-    t0 = time.perf_counter()
-    final = trainer.fit() if not trainer.finished else trainer.logged_eval()
+    with run_lock(out):
+        config = prepare(out, kind, config)  # again, now no other process can write `out`
+        trainer = Trainer(parts.model, parts.stream, config.train, out, parts.evaluate, quiet=quiet, objective=parts.objective)
+        resumed = trainer.resume()  # reads (and checks) the checkpoint before anything is written
+        write_run_config(out, config, resumed)
+        t0 = time.perf_counter()
+        final = trainer.fit() if not trainer.finished else trainer.logged_eval()
     model = parts.model
     state_size = model.state_size(parts.sequence_length) if parts.sequence_length and hasattr(model, "state_size") else None
     return {"run_dir": str(out), "kind": kind.name, "resumed": resumed, "step": trainer.step, "final_eval": final,
             "stopped_early": trainer.state.get("stopped_early", False), "wall_seconds": time.perf_counter() - t0,
             "train_seconds": trainer.state.get("train_seconds"), "fit_seconds": trainer.state.get("fit_seconds"),
             "n_params": model.n_params(), "state_size": state_size}
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """The run directory's lock, held by rank 0 (under torchrun the other ranks are the same run). A folder
+    this command made and leaves holding nothing but the lock, because the run stopped before its config
+    was written, is removed again."""
+    if not world().is_main:
+        yield
+        return
+    made = not out.exists()
+    try:
+        with folder_lock(out):
+            yield
+    finally:
+        if made and out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            shutil.rmtree(out, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from seqlab.core.errors import BadInput
 from seqlab.core.io import read_json, write_json
+
+CHECKPOINT_NAME = re.compile(r"step_\d{8,}")
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -60,15 +63,48 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     if not pointer.exists():
         return None
     try:
-        return Path(run_dir) / "checkpoints" / read_json(pointer)["dir"]
-    except (json.JSONDecodeError, KeyError, TypeError, OSError):
+        name = read_json(pointer)["dir"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, OSError):
         raise BadInput(f"{pointer} is unreadable: the checkpoint index is corrupted") from None
+    if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):  # never a path out of checkpoints/
+        raise BadInput(f"{pointer} names no checkpoint folder ({name!r}): the checkpoint index is corrupted")
+    return Path(run_dir) / "checkpoints" / name
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's state.json: a mapping with its integer step, or one line saying it is not."""
+    try:
+        state = read_json(path / "state.json")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BadInput(f"checkpoint {path} is unreadable ({first})") from None
+    step = state.get("step") if isinstance(state, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise BadInput(f"checkpoint {path} is unreadable (its state.json holds no step)")
+    return state
+
+
+def check_state(state: dict[str, Any], path: Path) -> None:
+    """The trainer's own entries of a checkpoint's state have the types the loop adds to, so a damaged
+    state.json is refused at resume rather than failing mid-run."""
+    window = state.get("loss_window")
+    fine = (isinstance(state.get("stopped_early"), bool)
+            and all(isinstance(state.get(k), (int, float)) and not isinstance(state.get(k), bool)
+                    for k in ("train_seconds", "fit_seconds"))
+            and (state.get("best_eval") is None or isinstance(state["best_eval"], (int, float)))
+            and isinstance(window, list) and len(window) == 2 and all(isinstance(v, (int, float)) for v in window))
+    if not fine:
+        raise BadInput(f"checkpoint {path} is unreadable (its state.json holds damaged trainer state)")
+
+
+def checkpoint_step(path: Path) -> int:
+    return read_state(path)["step"]
 
 
 def load_checkpoint(path: Path, model, opt=None) -> dict[str, Any]:
     """Load weights (and optimizer, RNG) in place; returns the JSON trainer state."""
+    state = read_state(path)
     try:
-        state = read_json(path / "state.json")
         missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
         if missing or unexpected:
             raise BadInput(f"checkpoint {path} does not fit this model (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
@@ -83,7 +119,7 @@ def load_checkpoint(path: Path, model, opt=None) -> dict[str, Any]:
             torch.set_rng_state(rng)
     except BadInput:
         raise
-    except (OSError, SafetensorError, json.JSONDecodeError, KeyError, ValueError, RuntimeError) as e:
+    except (OSError, SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BadInput(f"checkpoint {path} is unreadable ({first})") from None
     return state

@@ -38,6 +38,15 @@ def _missing(backend: str, package: str) -> BadInput:
     return BadInput(f"train.tracking={backend} needs the {package} package: pip install 'seqlab[{backend}]'")
 
 
+def check_trackers(c: TrainConfig) -> None:
+    """Refuse, before anything is written, a tracker whose package is not installed."""
+    import importlib.util
+
+    for backend in c.tracking:
+        if importlib.util.find_spec(backend) is None:  # the package of each backend has its name
+            raise _missing(backend, backend)
+
+
 class TensorBoardTracker:
     def __init__(self, run_dir: Path, start_step: int):
         try:  # torch's writer raises ImportError when the tensorboard package is absent

@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from seqlab.data.text import Stream
+from seqlab.core.console import console
 from seqlab.core.errors import RunFailed
-from seqlab.core.io import atomic_write_text, read_jsonl
+from seqlab.core.io import read_jsonl
 from seqlab.train import distributed
-from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from seqlab.train.checkpoint import check_state, latest_checkpoint, load_checkpoint, save_checkpoint
 from seqlab.train.config import TrainConfig
+from seqlab.train.metrics_file import keep_metrics_up_to
 from seqlab.train.schedule import lr_at
 from seqlab.train.tracking import Trackers, open_trackers
 
@@ -69,6 +70,7 @@ class Trainer:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.trackers = Trackers()  # TensorBoard, W&B: what train.tracking names, open while fit runs
         self.step = 0
+        self.checkpoint_step: int | None = None  # the newest checkpoint's step, None before the first
         # loss_window: (sum, count) of losses since the last log line, kept in checkpoints so a resumed
         # run logs exactly the averages an uninterrupted one would.
         # train_seconds: time in training steps; fit_seconds: all of fit (evaluation and checkpoints too),
@@ -80,19 +82,18 @@ class Trainer:
 
     # -- resume --------------------------------------------------------------------------------
     def resume(self) -> bool:
-        """Load the newest checkpoint if there is one; drop metrics logged after it."""
+        """Load the newest checkpoint if there is one; metrics.jsonl keeps what was logged up to it."""
         path = latest_checkpoint(self.run_dir)
-        if path is None:  # killed before its first checkpoint: start again from step 0
-            if self.metrics_path.exists() and self.world.is_main:
-                atomic_write_text(self.metrics_path, "")
-            return False
-        state = load_checkpoint(path, self.model, self.opt)
-        self.step = state["step"]
-        self.state.update({k: state[k] for k in self.state if k in state})
-        if self.world.is_main:  # every rank loads the checkpoint; one rewrites the metrics
-            kept = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= self.step]
-            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
-        return True
+        resumed = path is not None
+        if resumed:
+            state = load_checkpoint(path, self.model, self.opt)
+            self.step = self.checkpoint_step = state["step"]
+            self.state.update({k: state[k] for k in self.state if k in state})
+            check_state(self.state, path)
+        # else: killed before its first checkpoint, so it starts again from step 0
+        if self.world.is_main:  # every rank loads the checkpoint; one writes the metrics
+            keep_metrics_up_to(self.metrics_path, self.step)
+        return resumed
 
     @property
     def finished(self) -> bool:
@@ -115,10 +116,9 @@ class Trainer:
             loss = self._forward(*batch.model_args())
         loss, value = distributed.global_mean(loss, batch, self.world, self.model)  # value: the global batch's loss
         if not math.isfinite(value):
-            raise RunFailed(
-                f"loss became {value} at step {step + 1}; stopped. The last good checkpoint is kept "
-                f"(try a lower train.lr than {c.lr})"
-            )
+            kept = (f"The checkpoint of step {self.checkpoint_step} is kept" if self.checkpoint_step is not None
+                    else f"No checkpoint was written yet (the first comes at step {c.checkpoint_every})")
+            raise RunFailed(f"loss became {value} at step {step + 1}; stopped. {kept} (try a lower train.lr than {c.lr})")
         loss.backward()
         if c.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
@@ -134,11 +134,12 @@ class Trainer:
     def _checkpoint(self) -> None:
         if self.world.is_main:
             save_checkpoint(self.run_dir, self.step, self.model, self.opt, self.state, keep=self.c.keep_checkpoints)
+        self.checkpoint_step = self.step
 
     def _progress(self) -> Progress:
         cols = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                 TimeElapsedColumn(), TimeRemainingColumn()]
-        return Progress(*cols, console=Console(stderr=True), disable=self.quiet, transient=False)
+        return Progress(*cols, console=console(stderr=True), disable=self.quiet, transient=False)
 
     def fit(self) -> dict[str, Any]:
         """Train to `steps` (or to the target accuracy), checkpointing on the way. Returns the last eval."""
