@@ -18,6 +18,7 @@ import yaml
 
 from seqlab.core.errors import BadInput
 from seqlab.core.io import read_json, write_json
+from seqlab.core.lock import LOCK_NAME
 from seqlab.core.version import __version__
 from seqlab.runs.kind import RunKind, stored_kind
 from seqlab.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -104,6 +105,28 @@ def check_writable(path: Path) -> None:
         raise BadInput(f"cannot write to {probe_dir} ({e.strerror or e})") from None
 
 
+RUN_SUBFOLDERS = ("checkpoints", "eval", "tensorboard", "wandb")  # what a train command writes into
+
+
+def check_run_writable(out: Path) -> None:
+    """Everything `train` will write, checked before it writes anything: the run directory (config.json,
+    the lock, files replaced atomically there), each of its folders that exists, and metrics.jsonl opened
+    for appending, so a read-only part is found before config.json or metrics.jsonl change."""
+    out = Path(out)
+    check_writable(out)
+    for name in RUN_SUBFOLDERS:
+        if (out / name).is_dir():
+            check_writable(out / name)
+    for path in [out / "metrics.jsonl", *(out / "checkpoints").glob("step_*")]:
+        if path.is_dir():
+            check_writable(path)  # an older checkpoint folder is removed once a newer one is written
+        elif path.exists():
+            try:
+                open(path, "a").close()
+            except OSError as e:
+                raise BadInput(f"cannot write to {path} ({e.strerror or e})") from None
+
+
 def first_difference(old, new) -> str | None:
     """The first difference that makes `new` a different experiment from `old` (train.steps may grow, and
     trackers may change)."""
@@ -149,8 +172,9 @@ def prepare(out: Path, kind: RunKind, config):
         if diff:
             raise BadInput(f"{out} holds a different run ({diff}); choose a new --out")
         return config
-    # Probe files aside: under torchrun another process of the same run may be probing `out` right now.
-    if out.exists() and any(not p.name.startswith(WRITE_PROBE) for p in out.iterdir()):
+    # Probe files aside (under torchrun another process of the same run may be probing `out` right now), and
+    # the lock file a refused or killed command may leave.
+    if out.exists() and any(not p.name.startswith(WRITE_PROBE) and p.name != LOCK_NAME for p in out.iterdir()):
         raise BadInput(f"{out} exists and is not a seqlab run directory; choose a new --out")
     return config if config is not None else kind.config_cls()
 
@@ -177,9 +201,7 @@ def newest_checkpoint(run_dir: Path) -> Path:
 
 def load_newest_weights(run_dir: Path, model) -> int:
     """The newest checkpoint's weights into `model`; returns its step."""
-    ckpt = newest_checkpoint(run_dir)
-    load_checkpoint(ckpt, model)
-    return read_json(ckpt / "state.json")["step"]
+    return load_checkpoint(newest_checkpoint(run_dir), model)["step"]
 
 
 def parse_lengths(text: str) -> list[int]:
