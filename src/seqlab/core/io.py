@@ -40,6 +40,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def is_partial_write(name: str) -> bool:
+    """Whether a file name is one `atomic_write_bytes` gives its temporary file: what a write killed before
+    its rename leaves beside the file it was writing."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from seqlab.core.errors import BadInput
-from seqlab.core.io import read_json, write_json
+from seqlab.core.io import is_partial_write, read_json, write_json
 from seqlab.core.lock import LOCK_NAME
 from seqlab.core.version import __version__
 from seqlab.runs.kind import RunKind, stored_kind
@@ -157,6 +157,13 @@ def _first_key_difference(a: dict, b: dict, prefix: str) -> str | None:
     return None
 
 
+def is_own_leftover(name: str) -> bool:
+    """What seqlab itself may leave in a folder before it holds a run: a write probe (under torchrun another
+    process of the same run may be probing it right now), the lock file, or the temporary file of a first
+    config.json write that was killed before its rename."""
+    return name.startswith(WRITE_PROBE) or name == LOCK_NAME or is_partial_write(name)
+
+
 def prepare(out: Path, kind: RunKind, config):
     """Check that `out` can hold this run of `kind`; returns the config to train (the stored one on resume,
     the kind's default where none is given)."""
@@ -172,9 +179,7 @@ def prepare(out: Path, kind: RunKind, config):
         if diff:
             raise BadInput(f"{out} holds a different run ({diff}); choose a new --out")
         return config
-    # Probe files aside (under torchrun another process of the same run may be probing `out` right now), and
-    # the lock file a refused or killed command may leave.
-    if out.exists() and any(not p.name.startswith(WRITE_PROBE) and p.name != LOCK_NAME for p in out.iterdir()):
+    if out.exists() and any(not is_own_leftover(p.name) for p in out.iterdir()):
         raise BadInput(f"{out} exists and is not a seqlab run directory; choose a new --out")
     return config if config is not None else kind.config_cls()
 
