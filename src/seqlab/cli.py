@@ -307,6 +307,15 @@ def main() -> None:
     except BrokenPipeError:  # `seqlab tasks --json | head`: the reader is done, which is not a failure
         silence_stdout()
         sys.exit(0)
+    except OSError as e:  # a write refused mid-command: a full disk, a folder made read-only under it
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        typer.echo(f"run failed: cannot write{where} ({e.strerror}); what was written before is kept and the "
+                   f"command resumes from it when run again", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

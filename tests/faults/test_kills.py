@@ -8,7 +8,7 @@ import json
 import shutil
 
 import pytest
-from conftest import RUN, assert_same_run, snapshot
+from harness import RUN, assert_same_run, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from seqlab.core.errors import BadInput
+from seqlab.core.errors import BadInput, RunFailed
 from seqlab.core.io import read_json, write_json
 
 CHECKPOINT_NAME = re.compile(r"step_\d{8,}")
@@ -35,23 +35,31 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
 
 
 def save_checkpoint(run_dir: Path, step: int, model, opt, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write the checkpoint of `step`; a write that fails (a full disk, a folder made read-only) leaves the
+    checkpoints as they were and says so in one line."""
     ckpt_root = Path(run_dir) / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     tmp = ckpt_root / f".tmp_{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    tensors, groups = _optimizer_tensors(opt)
-    tensors["rng.torch"] = torch.get_rng_state()
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    write_json(tmp / "state.json", {**state, "step": step, "param_groups": groups})
-    final = ckpt_root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    write_json(ckpt_root / "latest.json", {"step": step, "dir": name})
+    try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_model(model, str(tmp / "model.safetensors"))
+        tensors, groups = _optimizer_tensors(opt)
+        tensors["rng.torch"] = torch.get_rng_state()
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        write_json(tmp / "state.json", {**state, "step": step, "param_groups": groups})
+        final = ckpt_root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        write_json(ckpt_root / "latest.json", {"step": step, "dir": name})
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # the space it took, and no half checkpoint left behind
+        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+        raise RunFailed(f"cannot write the checkpoint of step {step} in {ckpt_root} ({reason}); the checkpoints "
+                        f"before it are kept and the run resumes from the newest") from None
     older = sorted(p for p in ckpt_root.glob("step_*") if p.name != name)
     for old in older[: max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
