@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import types
 import typing
 from typing import Any, TypeVar
@@ -26,7 +27,9 @@ def _allows_none(annotation: Any) -> bool:
 
 
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: every float of every config is finite. nan or inf is never a meaningful setting (an lr of
+    # nan "diverges" only after the run has started) and could not be written to config.json as JSON.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -108,7 +111,7 @@ def explain(error: ValidationError, model_cls: type[BaseModel], prefix: str = ""
     if msg.startswith(("unknown ", "invalid value for '")):
         return msg  # a nested config already explained itself
     value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {shown_value(value)})"
     if not loc:  # a check across fields of the section itself
         return f"invalid {prefix.rstrip('.') or 'config'}: {msg}"
     return f"invalid value for '{dotted}': {msg}{shown}"
@@ -121,15 +124,58 @@ def parse_config(model_cls: type[C], data: dict[str, Any], prefix: str = "") -> 
         raise BadInput(explain(e, model_cls, prefix)) from None
 
 
+# Configs nest a few levels (model.mamba.d_state; self_improve.schedule is a list of lists of lists): a value or a
+# config file nested deeper than this is a mistake, and a deep one would exhaust the parser's recursion.
+MAX_NESTING = 32
+
+
+def int_digit_limit() -> int:
+    """The most digits Python converts between an int and a decimal string (0: no limit, before Python 3.11)."""
+    return getattr(sys, "get_int_max_str_digits", lambda: 0)()
+
+
+def shown_value(value: Any, limit: int = 60) -> str:
+    """A value as an error message quotes it: its repr, cut short where it is long."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's int-to-string digit limit
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def nesting(value: Any) -> int:
+    """How many lists and mappings deep a value goes (0 for a number or a string); no recursion, so any depth."""
+    depth, level = 0, [value]
+    while True:
+        level = [c for c in level if isinstance(c, (list, tuple, dict))]
+        if not level:
+            return depth
+        depth += 1
+        level = [v for c in level for v in (c.values() if isinstance(c, dict) else c)]
+
+
+def check_nesting(value: Any, what: str) -> None:
+    if nesting(value) > MAX_NESTING:
+        raise BadInput(f"{what} nests lists or mappings more than {MAX_NESTING} levels deep; no setting does")
+
+
 def parse_value(text: str) -> Any:
     """A command-line value: JSON where it parses (numbers, booleans, lists), else the string."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError:
         low = text.lower()
         if low in ("true", "false"):
             return low == "true"
         return text  # "none" stays a word: configs turn it into None where a field may be None
+    except RecursionError:
+        raise BadInput(f"value {shown_value(text)} nests lists or mappings more than {MAX_NESTING} levels deep; "
+                       "no setting does") from None
+    except ValueError:  # json reads integers with int(), which refuses more digits than Python's limit
+        raise BadInput(f"value {shown_value(text)} has more digits than Python's limit for an integer "
+                       f"({int_digit_limit()}); no setting takes a number that large") from None
+    check_nesting(value, f"value {shown_value(text)}")
+    return value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -148,7 +194,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(nxt, dict):
                 raise BadInput(f"'{p}' in '{key}' is a value, not a section")
             node = nxt
-        node[parts[-1]] = parse_value(raw)
+        try:
+            node[parts[-1]] = parse_value(raw)
+        except BadInput as e:
+            raise BadInput(f"invalid value for '{key.strip()}': {e}") from None
     return out
 
 

@@ -66,6 +66,10 @@ class BlockConfig(Config):
         for k in ("n_layers", "d_model", "n_heads", "relative_clip"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive")
+        if self.d_mlp is not None and self.d_mlp < 0:
+            raise ValueError("d_mlp must be >= 0 (0 or none: 4 * d_model)")
+        if not 0 <= self.dropout < 1:  # nn.Dropout refuses anything else, but only when the model is built
+            raise ValueError("dropout must lie in [0, 1)")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.position == "rope" and (self.d_model // self.n_heads) % 2:

@@ -30,18 +30,30 @@ WRITE_PROBE = ".seqlab-write-probe-"
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """The sections of a YAML or JSON config file."""
+    """The sections of a YAML or JSON config file: one line of BadInput for a file that is none, nests too
+    deep, or whose aliases expand it beyond MAX_CONFIG_NODES values (see BoundedYAMLLoader)."""
+    from seqlab.core.configs import MAX_NESTING, check_nesting, int_digit_limit
+
     try:
         with open(path) as f:
-            data = yaml.safe_load(f) if str(path).endswith((".yaml", ".yml")) else json.load(f)
+            data = yaml.load(f, Loader=BoundedYAMLLoader) if str(path).endswith((".yaml", ".yml")) else json.load(f)
     except FileNotFoundError:
         raise BadInput(f"config file {path} does not exist") from None
+    except BadInput as e:
+        raise BadInput(f"config file {path} {e}") from None
+    except RecursionError:
+        raise BadInput(f"config file {path} nests lists or mappings more than {MAX_NESTING} levels deep; "
+                       "no setting does") from None
     except Exception as e:  # yaml or json syntax
+        if "integer string conversion" in str(e):  # int() of more digits than Python's limit
+            raise BadInput(f"config file {path} holds a number of more than {int_digit_limit()} digits; "
+                           "no setting takes a number that large") from None
         raise BadInput(f"config file {path} is not valid YAML/JSON ({type(e).__name__})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise BadInput(f"config file {path} must hold a mapping of sections (task, format, model, train)")
+    check_nesting(data, f"config file {path}")
     return data
 
 
@@ -209,18 +221,96 @@ def load_newest_weights(run_dir: Path, model) -> int:
     return load_checkpoint(newest_checkpoint(run_dir), model)["step"]
 
 
-def parse_lengths(text: str) -> list[int]:
-    """'1-50' or '5,10,20' or '12'."""
+# The longest length (or in-context k) `seqlab eval --lengths` takes, and the most lengths at once. Evaluation
+# generates --n problems at every length and decodes each answer token by token: a text length is operand
+# digits (the longest a numeric task can even write is Python's 4,300-digit limit, and a sequence of three
+# such operands is far past any model's context: model.max_positions defaults to 1,024 tokens), an in-context
+# k is prompt points (2 tokens each; model.max_points defaults to 101). Beyond this an evaluation runs for
+# hours without a line of output.
+MAX_EVAL_LENGTH = 1000
+
+
+def parse_lengths(text: str, most: int = MAX_EVAL_LENGTH, why: str = "") -> list[int]:
+    """'1-50' or '5,10,20' or '12': at most `most` lengths, each at most `most`; `why` says where `most` comes
+    from (a caller that knows the run passes its own bound, e.g. the model's context)."""
+    from seqlab.core.configs import shown_value
+
+    limit = f"at most {most} ({why or 'a longer evaluation would run for hours without output'})"
+
+    def number(part: str) -> int:
+        part = part.strip()
+        if not part.isascii() or not part.isdigit():
+            raise ValueError(part)
+        if len(part) > len(str(most)) or int(part) > most:  # never int() of thousands of digits
+            raise BadInput(f"--lengths goes beyond {most} (got {shown_value(part)}): lengths must be {limit}")
+        return int(part)
+
+    out: list[int] = []
     try:
-        out: list[int] = []
         for part in text.split(","):
             if "-" in part:
-                a, b = part.split("-")
-                out += list(range(int(a), int(b) + 1))
+                a, b = (number(x) for x in part.split("-"))
+                out += range(a, b + 1)
             else:
-                out.append(int(part))
+                out.append(number(part))
+            if len(out) > most:
+                raise BadInput(f"--lengths names more than {most} lengths ({shown_value(text)}): name {limit}")
+    except BadInput:
+        raise
     except ValueError:
-        raise BadInput(f"--lengths expects A-B or a list like 5,10,20, got '{text}'") from None
-    if not out or min(out) < 1:
-        raise BadInput(f"--lengths must name positive lengths, got '{text}'")
+        raise BadInput(f"--lengths expects A-B or a list like 5,10,20, got {shown_value(text)}") from None
+    if not out:
+        raise BadInput(f"--lengths names no length (A-B needs A <= B), got {shown_value(text)}")
+    if min(out) < 1:
+        raise BadInput(f"--lengths must name positive lengths, got {shown_value(text)}")
     return out
+
+
+# -- bounded YAML (load_config_file) ---------------------------------------------------------------
+# A config file is a few dozen settings; a schedule or a list of lengths makes it a few thousand values at most.
+# YAML aliases let a file of a few hundred bytes stand for billions of them ("billion laughs"), which hang
+# whatever walks the result (overrides, validation, config.json).
+MAX_CONFIG_NODES = 100_000
+
+
+def expanded_size(root: yaml.Node) -> int:
+    """How many nodes a composed YAML document holds with every alias expanded: each distinct node is counted
+    once and its expanded size reused (so a bomb is measured without expanding it), without recursion. A
+    document that contains itself (an alias inside its own anchor) is refused."""
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return []
+
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # nodes whose children are being counted: the path from the root
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, counted = stack.pop()
+        if counted:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children(node))
+            open_nodes.discard(id(node))
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in open_nodes:
+            raise BadInput("contains itself (a YAML alias inside its own anchor)")
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+class BoundedYAMLLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a document whose aliases expand it beyond MAX_CONFIG_NODES nodes."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None:
+            size = expanded_size(node)
+            if size > MAX_CONFIG_NODES:
+                raise BadInput(f"expands through its aliases to about {min(size, 10**300):.3g} values, more than the "
+                               f"{MAX_CONFIG_NODES} a config may hold")
+        return node

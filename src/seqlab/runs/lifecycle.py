@@ -17,6 +17,7 @@ from seqlab.core.lock import LOCK_NAME, folder_lock
 from seqlab.runs.directory import CONFIG_META_KEYS, check_run_writable, is_run_dir, prepare, write_run_config
 from seqlab.runs.kind import DEFAULT_KIND, KINDS, RunKind, kind_of_config, kind_of_task, stored_kind
 from seqlab.train import Trainer, pick_device
+from seqlab.train.config import check_fits_in_memory
 from seqlab.train.distributed import world
 from seqlab.train.tracking import check_trackers
 
@@ -53,6 +54,7 @@ def check_startable(kind: RunKind, config, run_dir: Path) -> None:
     holding another run or something else. Writes nothing."""
     kind.check(config)
     prepare(Path(run_dir), kind, config)
+    check_fits_in_memory(config)
 
 
 def train(run_dir: Path, config=None, kind: RunKind | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -69,6 +71,7 @@ def train(run_dir: Path, config=None, kind: RunKind | None = None, quiet: bool =
     check_trackers(config.train)
     torch.manual_seed(config.train.seed)  # before the model is built: its init depends on the seed
     device = pick_device(config.train.device)
+    check_fits_in_memory(config, device.type)  # before a model too large for this machine is allocated
     parts = kind.build(config, device)
     check_run_writable(out)
     if config.train.threads:

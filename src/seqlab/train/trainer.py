@@ -22,7 +22,7 @@ from seqlab.core.errors import RunFailed
 from seqlab.core.io import read_jsonl
 from seqlab.train import distributed
 from seqlab.train.checkpoint import check_state, latest_checkpoint, load_checkpoint, save_checkpoint
-from seqlab.train.config import TrainConfig
+from seqlab.train.config import TrainConfig, check_device
 from seqlab.train.metrics_file import keep_metrics_up_to
 from seqlab.train.schedule import lr_at
 from seqlab.train.tracking import Trackers, open_trackers
@@ -32,6 +32,7 @@ Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
 
 def pick_device(name: str = "auto") -> torch.device:
     if name != "auto":
+        check_device(name)  # one line for cuda on a CPU-only build, before anything is written
         return torch.device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
