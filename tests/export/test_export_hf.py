@@ -145,3 +145,34 @@ def test_refuses_other_runs_targets_and_folders(cli, tmp_path):
     assert "not a directory" in _one_line_error(*cli("export", run, "--to", "hf", tmp_path / "file"))
     assert _snapshot(run) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "icl", "plain", "run"]
+
+
+def test_a_marker_alone_does_not_make_a_folder_an_export(cli, runs, tmp_path):
+    """Only a folder that is verifiably an earlier export is replaced: its note reads back, lists the files
+    the export wrote, and the folder holds those and nothing else. A user's files are never deleted."""
+    out = tmp_path / "hf"
+    assert cli("export", runs / "rope", "--to", "hf", out)[0] == 0
+    note = json.loads((out / "seqlab_export.json").read_text())
+    assert note["files"] == ["config.json", "model.safetensors"]  # what it wrote, and so what may be replaced
+
+    for name, files in [("any-note", {"seqlab_export.json": "whatever", "notes.txt": "mine"}),
+                        ("empty-note", {"seqlab_export.json": "{}", "notes.txt": "mine"}),
+                        ("listed-elsewhere", {"seqlab_export.json": json.dumps({**note, "files": "config.json"}),
+                                              "config.json": "{}"})]:
+        busy = tmp_path / name
+        busy.mkdir()
+        for f, text in files.items():
+            (busy / f).write_text(text)
+        before = _snapshot(busy)
+        assert "not a seqlab export" in _one_line_error(*cli("export", runs / "rope", "--to", "hf", busy))
+        assert _snapshot(busy) == before
+
+    (out / "notes.txt").write_text("mine, beside an export")  # an earlier export, with a file of the user's in it
+    before = _snapshot(out)
+    line = _one_line_error(*cli("export", runs / "nope", "--to", "hf", out))
+    assert "not a seqlab export" in line and "notes.txt" in line
+    assert _snapshot(out) == before
+    (out / "notes.txt").unlink()
+    assert cli("export", runs / "nope", "--to", "hf", out)[0] == 0  # the export alone: replaced
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "seqlab_export.json"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -71,3 +71,53 @@ def test_an_unknown_recipe_names_the_nearest_or_lists_them_all():
     with pytest.raises(BadInput) as e:
         get_recipe("zzz")
     assert str(e.value) == f"unknown recipe 'zzz' (known: {', '.join(sorted(RECIPES))})"
+
+
+def _one_line_error(code, out, err) -> str:
+    assert code == 2, (out, err)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
+    return lines[0]
+
+
+def _files(d):
+    return sorted((str(p.relative_to(d)), p.read_bytes()) for p in d.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("make, says", [
+    ("run", "is a run directory"),
+    ("foreign", "is not a recipe's folder"),
+    ("other-recipe", "holds recipe 'entp', not recipe 'addition'"),
+    ("sweep", "is a sweep directory"),
+    ("file", "is not a directory"),
+])
+def test_reproduce_refuses_a_folder_it_does_not_own(cli, tmp_path, make, says):
+    out = tmp_path / "out"
+    if make == "file":
+        out.write_text("mine")
+    else:
+        out.mkdir()
+        (out / "plots").mkdir()
+        (out / "plots" / "accuracy_by_length.png").write_bytes(b"my plot")
+        name = {"run": "config.json", "foreign": "notes.txt", "other-recipe": "results.json", "sweep": "sweep.json"}[make]
+        (out / name).write_text(json.dumps({"recipe": "entp", "budget": "smoke", "seed": 0}))
+    before = _files(tmp_path)
+    line = _one_line_error(*cli("reproduce", "addition", "--budget", "smoke", "--out", out, "--quiet"))
+    assert says in line
+    assert _files(tmp_path) == before  # nothing written, not even a lock file
+
+
+@pytest.mark.slow
+def test_reproduce_resumes_its_own_folder(cli, tmp_path):
+    """A folder of the same recipe is resumed, whether it has results.json yet (a finished run) or only its
+    recipe.json (one killed before the end); one holding seqlab's lock file alone is new."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".seqlab.lock").write_text("1\n")
+    args = ("reproduce", "addition", "--budget", "smoke", "--out", out, "--quiet")
+    assert cli(*args)[0] == 0
+    assert json.loads((out / "recipe.json").read_text())["recipe"] == "addition"
+    (out / "results.json").unlink()
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert json.loads((out / "results.json").read_text())["recipe"] == "addition"

@@ -232,3 +232,78 @@ def test_chromium_renders_every_image(cli, dirs, tmp_path, kind):
     assert colours is not None and len(colours) > 1, "the screenshot is one colour"
     # Text and tables are greys; a coloured pixel comes from a plot (or a claims cell), so something rendered.
     assert any(max(c) - min(c) > 60 for _, c in colours), "nothing coloured in the screenshot"
+
+
+def _one_line(code, out, err) -> str:
+    assert code == 2 and not out, (code, out, err)
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:") and "Traceback" not in err, err
+    return err.strip()
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda r: r["claims"].append({"name": "x", "source": "y", "ours": 1.0, "threshold": 0.5}), "claim 4 has no 'holds'"),
+    (lambda r: r["claims"].append("a claim"), "claim 4 is a str"),
+    (lambda r: r.update(claims={"x": 1}), "'claims' is a dict, not a list"),
+    (lambda r: r.update(metrics=[1, 2]), "'metrics' is a list, not a mapping"),
+    (lambda r: r.update(metrics=0.5), "'metrics' is a float, not a mapping"),
+    (lambda r: r["metrics"].pop("n@10"), "lacks what recipe 'addition' reports (no 'n@10')"),
+    (lambda r: r.pop("seed"), "has no 'seed'"),
+])
+def test_a_malformed_results_json_is_one_line_and_writes_nothing(cli, dirs, tmp_path, change, says):
+    recipe = tmp_path / "recipe"
+    shutil.copytree(dirs["recipe"], recipe)
+    results = json.loads((recipe / "results.json").read_text())
+    change(results)
+    (recipe / "results.json").write_text(json.dumps(results))
+    before = {p.name: p.stat().st_mtime_ns for p in recipe.iterdir()}
+    assert says in _one_line(*cli("report", recipe))
+    assert {p.name: p.stat().st_mtime_ns for p in recipe.iterdir()} == before
+
+
+def test_a_claim_without_the_optional_keys_renders(cli, dirs, tmp_path):
+    """DESIGN.md's example claim has no `metric` or `direction`: such a results.json still reports."""
+    recipe = tmp_path / "recipe"
+    shutil.copytree(dirs["recipe"], recipe)
+    results = json.loads((recipe / "results.json").read_text())
+    results["claims"] = [{k: v for k, v in c.items() if k not in ("metric", "direction")} for c in results["claims"]]
+    (recipe / "results.json").write_text(json.dumps(results))
+    code, _, err = cli("report", recipe)
+    assert code == 0, err
+    assert f"of {len(results['claims'])} claims hold" in (recipe / "report.html").read_text()
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: m.update(varying=[5]), "'varying' is not a list of config keys"),
+    (lambda m: m.update(varying=[["model.d_model"]]), "'varying' is not a list of config keys"),
+    (lambda m: m["runs"][0].update(label="../../elsewhere"), "label '../../elsewhere' is not a folder name"),
+    (lambda m: m["runs"][0].update(label=""), "label '' is not a folder name"),
+    (lambda m: m["runs"][1].update(label=m["runs"][0]["label"]), "twice"),
+    (lambda m: m.update(name=["x"]), "'name' is not a str"),
+])
+def test_a_malformed_sweep_json_is_one_line(cli, dirs, tmp_path, change, says):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(dirs["sweep"], sweep)
+    meta = json.loads((sweep / "sweep.json").read_text())
+    change(meta)
+    (sweep / "sweep.json").write_text(json.dumps(meta))
+    assert says in _one_line(*cli("report", sweep))
+
+
+def test_a_malformed_failures_json_is_ignored(cli, dirs, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(dirs["sweep"], sweep)
+    (sweep / "failures.json").write_text(json.dumps([{"label": ["a"]}, {"label": {"b": 1}}, "c"]))
+    code, _, err = cli("report", sweep)
+    assert code == 0, err
+
+
+def test_a_malformed_eval_file_is_skipped_and_said(cli, dirs, tmp_path):
+    """A run's report renders what it can and names what it left out."""
+    run = tmp_path / "run"
+    shutil.copytree(dirs["run"], run)
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / "odd.json").write_text(json.dumps({"exact_match_by_length": {"two": 1.0}, "n": 3}))
+    code, _, err = cli("report", run)
+    assert code == 0, err
+    report = (run / "report.md").read_text()
+    assert "## Skipped" in report and "eval/odd.json" in report and "## Training" in report

@@ -280,3 +280,81 @@ def test_pool_retry_rules(monkeypatch):
     results = []
     sweeps_backends.run_pool(jobs, 2, 1, results.append)
     assert len(calls) == 2 and [r["status"] for r in results] == ["failed"] * 3
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the pool's workers through /proc")
+def test_workers_die_with_a_killed_sweep(tmp_path):
+    """SIGKILL the `seqlab sweep` process itself mid-sweep: its pool workers stop within seconds, rather
+    than train on, unseen, into the run directories."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    steps = 100_000
+    configs = [tiny(train={"seed": s, "steps": steps, "checkpoint_every": 20, "eval_every": steps}) for s in (0, 1)]
+    file = write_sweep(tmp_path / "orphans.py", configs, tmp_path / "out")
+    sweep = subprocess.Popen([sys.executable, "-m", "seqlab", "sweep", str(file), "--workers", "2"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        runs = tmp_path / "out" / "runs"
+        while time.monotonic() < deadline and sweep.poll() is None:
+            workers = _pool_workers(sweep.pid)
+            if len(workers) == 2 and runs.exists() and sum(checkpoint_step(p) is not None for p in runs.iterdir()) == 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2 and sweep.poll() is None, "the workers never started training"
+        os.kill(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "pool workers outlived the killed sweep"
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        for w in workers:  # where they did outlive it: leave no trainer running
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+
+
+def test_a_label_longer_than_a_folder_name_may_be_is_refused_up_front(tmp_path):
+    from seqlab.core.errors import BadInput
+    from seqlab.sweeps.sweep import load_sweep
+
+    file = write_sweep(tmp_path / "long.py", [tiny()], tmp_path / "out", extra="def label(c):\n    return 'x' * 300\n")
+    with pytest.raises(BadInput, match="300 bytes long, and a folder name may have at most 255") as e:
+        load_sweep(file)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+    ok = write_sweep(tmp_path / "ok.py", [tiny()], tmp_path / "out", extra="def label(c):\n    return 'x' * 255\n")
+    assert load_sweep(ok).runs[0].label == "x" * 255
+
+
+def test_a_sweep_folder_holding_only_seqlab_leftovers_is_a_new_sweep(tmp_path):
+    """The lock file of a sweep killed before it wrote sweep.json, and its half-written sweep.json, are
+    seqlab's own: the folder is taken as new, not refused as a stranger's."""
+    from seqlab.sweeps.sweep import check_sweep_dir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".seqlab.lock").write_text("123\n")
+    (out / ".sweep.json.abcd1234.tmp").write_text('{"na')
+    check_sweep_dir(out)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="not a sweep directory"):
+        check_sweep_dir(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+# The name `atomic_write_bytes` gives the temporary file of FILE (mkstemp's 8 characters in the middle).
+PARTIAL_WRITE = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
+
+
 def is_partial_write(name: str) -> bool:
     """Whether a file name is one `atomic_write_bytes` gives its temporary file: what a write killed before
     its rename leaves beside the file it was writing."""
-    return name.startswith(".") and name.endswith(".tmp")
+    return PARTIAL_WRITE.fullmatch(name) is not None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -39,15 +39,20 @@ and dynamic scaling and reject the config rather than load it wrongly.
 `max_position_embeddings` is nominal (RoPE and NoPE have no position table): `model.max_positions`, or a
 token task's sequence length where that is longer. vLLM caps the context at it; edit it freely.
 
-OUT_DIR may be missing, empty, or a previous export (it holds `seqlab_export.json`), which is replaced;
-anything else is refused, as is an OUT_DIR inside the run directory or holding it. The export is written
-to a temporary folder beside OUT_DIR and renamed into place (seqlab.core.io's atomic writes, a folder at a
-time), so an interrupted export never leaves a half-written OUT_DIR. The run directory is only read.
+OUT_DIR may be missing, empty, or a previous export, which is replaced: a folder whose `seqlab_export.json`
+reads back as an export's note and lists the files it wrote (`files`), and that holds those files and
+nothing else. Anything else is refused, so a user's own files are never deleted, as is an OUT_DIR inside the
+run directory or holding it. The export is written to a temporary folder beside OUT_DIR and renamed into
+place (seqlab.core.io's atomic writes, a folder at a time), so an interrupted export never leaves a
+half-written OUT_DIR; an export killed between its two renames leaves the previous export beside OUT_DIR,
+and the next export puts it back before it begins (and clears what killed exports left). The run
+directory is only read.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -59,9 +64,12 @@ from safetensors.torch import save_file
 from seqlab.core.version import __version__
 from seqlab.core.errors import BadInput
 from seqlab.core.io import read_json, write_json
+from seqlab.core.lock import LOCK_NAME
 from seqlab.models import ModelConfig
 
 EXPORT_NOTE = "seqlab_export.json"  # marks a folder as a seqlab export (so a new export may replace it)
+EXPORT_KIND = "hf: transformers LlamaForCausalLM"  # the note's "export"
+SIBLING_STEM = 64  # characters of OUT_DIR's name in the temporary folders beside it (names have a limit)
 NOPE_FACTOR = 1e30
 # The RoPE parameters that make Llama's rotation the identity to float32 rounding (see the docstring).
 NOPE_ROPE = {"rope_type": "llama3", "factor": NOPE_FACTOR, "low_freq_factor": 1.0, "high_freq_factor": 2.0,
@@ -187,30 +195,86 @@ def _check_out_dir(out: Path, run_dir: Path) -> None:
         raise BadInput(f"{out} overlaps the run directory {run_dir}; export to a folder outside it")
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out} exists and is not a directory; choose a new OUT_DIR")
-    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_NOTE).is_file():
-        raise BadInput(f"{out} exists, is not empty and is not a seqlab export; choose a new OUT_DIR")
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
+        problem = previous_export_problem(out)
+        if problem:
+            raise BadInput(f"{out} exists, is not empty and is not a seqlab export ({problem}); choose a new OUT_DIR")
     check_writable(out)
+
+
+def previous_export_problem(out: Path) -> str | None:
+    """Why `out` is not verifiably an earlier export (None where it is): its note must read back as an
+    export's note listing the files it wrote, and the folder must hold those files and nothing else, so
+    replacing it deletes nothing of the user's."""
+    try:
+        note = read_json(out / EXPORT_NOTE)
+    except FileNotFoundError:
+        return f"no {EXPORT_NOTE}"
+    except (OSError, ValueError):
+        return f"{EXPORT_NOTE} is unreadable"
+    files = note.get("files") if isinstance(note, dict) else None
+    if not isinstance(note, dict) or note.get("export") != EXPORT_KIND or not isinstance(files, list) \
+            or not all(isinstance(f, str) and f and f == Path(f).name and not f.startswith(".") for f in files):
+        return f"{EXPORT_NOTE} is not an export's note"
+    listed = {*files, EXPORT_NOTE}
+    for p in out.iterdir():
+        if p.name == LOCK_NAME:
+            continue
+        if p.name not in listed:
+            return f"it holds {p.name}, which no export wrote"
+        if p.is_symlink() or not p.is_file():
+            return f"{p.name} is not a plain file"
+    return None
 
 
 def _sibling(out: Path, tag: str) -> Path:
     """A new folder beside `out`. Made with mkdir, not tempfile.mkdtemp, so it gets the umask's
     permissions (mkdtemp's are 0700): an export is for other programs, maybe other users, to read."""
-    path = out.parent / f".{out.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path = out.parent / f".{out.name[:SIBLING_STEM]}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     path.mkdir()
     return path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _recover(out: Path) -> None:
+    """Put back a previous export that a killed export had moved aside (`out` missing, the export in an
+    "old" folder beside it), and remove the folders beside `out` that dead exports left."""
+    pattern = re.compile(re.escape(f".{out.name[:SIBLING_STEM]}.") + r"(tmp|old)-(\d+)-[0-9a-f]{8}")
+    if not out.parent.is_dir():
+        return
+    for p in sorted(out.parent.iterdir()):
+        m = pattern.fullmatch(p.name)
+        if not m or not p.is_dir() or _alive(int(m.group(2))):
+            continue
+        if m.group(1) == "old":
+            if not (p / out.name).is_dir():
+                continue  # another OUT_DIR's, with a name that starts the same
+            if not out.exists() and os.path.lexists(p / out.name / EXPORT_NOTE):
+                os.replace(p / out.name, out)
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished export `tmp` to `out`, replacing an empty folder or a previous export."""
+    """Rename the finished export `tmp` to `out`, replacing an empty folder or a previous export. The
+    previous one waits in a folder beside `out`, under its own name, until the new one is in place."""
     if not out.exists():
         os.replace(tmp, out)
         return
     old = _sibling(out, "old")
-    os.replace(out, old / "export")
+    os.replace(out, old / out.name)
     try:
         os.replace(tmp, out)
     except BaseException:
-        os.replace(old / "export", out)
+        os.replace(old / out.name, out)
         raise
     shutil.rmtree(old, ignore_errors=True)
 
@@ -220,10 +284,11 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     written beside them (seqlab_export.json)."""
     from seqlab.runs import load
     from seqlab.runs.directory import git_commit
-    from seqlab.train.checkpoint import latest_checkpoint
+    from seqlab.train.checkpoint import checkpoint_step, latest_checkpoint
 
     run_dir = Path(run_dir)
     _exportable(run_dir)
+    _recover(Path(out_dir).resolve())
     _check_out_dir(Path(out_dir), run_dir)
     out = Path(out_dir).resolve()  # "." or "x/.." would have no name to put the temporary folder beside
     run = load(run_dir, device="cpu")
@@ -234,22 +299,23 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     config = llama_config(model.config, model.vocab_size, max_positions, rms_eps, special)
     tensors = llama_state_dict(model)
     run_config = read_json(run_dir / "config.json")
-    note = {"export": "hf: transformers LlamaForCausalLM", "seqlab_version": __version__, "git_commit": git_commit(),
+    note = {"export": EXPORT_KIND, "seqlab_version": __version__, "git_commit": git_commit(),
             "source": {"run_dir": str(run_dir.resolve()), "kind": run.kind.name, "checkpoint": ckpt.name,
-                       "step": read_json(ckpt / "state.json")["step"],
+                       "step": checkpoint_step(ckpt),
                        "seqlab_version": run_config.get("seqlab_version"), "git_commit": run_config.get("git_commit")},
             "model": model.config.to_json(), "position": model.config.position,
             "nope": ({"rope_type": "llama3", "factor": NOPE_FACTOR, "max_angle_radians": "position * 1e-30"}
                      if model.config.position == "none" else None),
             "vocab_size": model.vocab_size, "vocab": vocab, "task": run_config.get("task"),
-            "format": run_config.get("format"), "files": ["config.json", "model.safetensors"]}
+            "format": run_config.get("format")}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(out, "tmp")
     try:
         write_json(tmp / "config.json", config)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        write_json(tmp / EXPORT_NOTE, note)
+        note["files"] = sorted(p.name for p in tmp.iterdir())  # what a later export may replace, and only that
+        write_json(tmp / EXPORT_NOTE, note)  # last: a folder with a note is a whole export
         for f in tmp.iterdir():  # the atomic writes make 0600 files; give them the folder's (umask) read bits
             f.chmod(tmp.stat().st_mode & 0o666)
         _swap_in(tmp, out)

@@ -2,6 +2,11 @@
 
 `run_recipe` owns results.json: it times the run, computes each claim's `holds` from the measured
 metric, and writes the file atomically. A recipe's run function only trains, measures and plots.
+
+A recipe's folder is marked as that recipe's by recipe.json, written before anything else, and holds the
+folder's lock (seqlab.core.lock) for the whole command. `--out` must be missing, empty, or a folder of the
+same recipe (which resumes: its run directories resume, results.json is written again); a run directory,
+another recipe's folder or anything else is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ import torch
 
 from seqlab.core.version import __version__
 from seqlab.core.errors import BadInput
-from seqlab.core.io import atomic_write_text, read_json, write_json
+from seqlab.core.io import PARTIAL_WRITE, atomic_write_text, read_json, write_json
+from seqlab.core.lock import LOCK_NAME, folder_lock
 from seqlab.core.registry import Registry
-from seqlab.runs.directory import check_writable
+from seqlab.runs.directory import WRITE_PROBE, check_writable, is_run_dir
 from seqlab.train import pick_device
 
 BUDGETS = ("smoke", "cpu", "gpu")
+MARKER = "recipe.json"  # {"recipe": NAME, ...}: the folder is that recipe's, written first
+OTHER_MARKERS = {"sweep.json": "a sweep directory", "self_improve.json": "a self-improvement run"}
+OWN_FILES = (MARKER, "results.json")  # written only under the recipe folder's lock
 
 
 @dataclass(frozen=True)
@@ -122,10 +131,55 @@ def run_recipe(name: str, budget: str, seed: int, out: Path | None, args: list[s
         raise BadInput(f"recipe '{name}' has no '{budget}' budget (it has: {', '.join(recipe.budgets)})")
     options = parse_options(recipe, args)
     out = Path(out) if out is not None else Path("runs") / f"{name}-{budget}"
+    check_recipe_dir(out, name)
+    check_writable(out)
+    with folder_lock(out, what="recipe folder"):  # for the whole command: a second one is refused
+        check_recipe_dir(out, name)  # again, under the lock: another command may have written it meanwhile
+        for p in out.iterdir():  # what a killed run_recipe left half-written (no live writer: the lock is ours)
+            m = PARTIAL_WRITE.fullmatch(p.name)
+            if m and m.group(1) in OWN_FILES and p.is_file():
+                p.unlink(missing_ok=True)
+        if not (out / MARKER).is_file():
+            write_json(out / MARKER, {"recipe": name, "budget": budget, "seed": seed, "seqlab_version": __version__})
+        return _run_locked(recipe, name, budget, seed, out, options, quiet)
+
+
+def check_recipe_dir(out: Path, name: str) -> None:
+    """Refuse an --out that recipe `name` must not write into: a file, a run directory, another recipe's
+    folder, a sweep or self-improvement folder, or any other non-empty folder. Missing, empty (seqlab's own
+    lock file aside) or this recipe's folder is fine."""
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out} exists and is not a directory")
-    check_writable(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not out.is_dir():
+        return
+    if is_run_dir(out):
+        raise BadInput(f"{out} is a run directory, not a recipe's folder; choose a new --out")
+    for marker, what in OTHER_MARKERS.items():
+        if (out / marker).exists():
+            raise BadInput(f"{out} is {what}, not a recipe's folder; choose a new --out")
+    for marker in (MARKER, "results.json"):
+        if (out / marker).exists():
+            held = _recipe_of(out / marker)
+            if held != name:
+                whose = f"recipe '{held}'" if held else f"something else ({marker} is not a recipe's)"
+                raise BadInput(f"{out} holds {whose}, not recipe '{name}'; choose a new --out")
+            return
+    if any(p.name != LOCK_NAME and not p.name.startswith(WRITE_PROBE) and not PARTIAL_WRITE.fullmatch(p.name)
+           for p in out.iterdir()):
+        raise BadInput(f"{out} exists, is not empty and is not a recipe's folder; choose a new --out")
+
+
+def _recipe_of(path: Path) -> str | None:
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    held = data.get("recipe") if isinstance(data, dict) else None
+    return held if isinstance(held, str) else None
+
+
+def _run_locked(recipe: Recipe, name: str, budget: str, seed: int, out: Path, options: argparse.Namespace,
+                quiet: bool) -> dict[str, Any]:
     ctx = Context(out=out, budget=budget, seed=seed, settings=recipe.budgets[budget], options=options, quiet=quiet)
     t0 = time.perf_counter()
     outcome = recipe.run(ctx)
@@ -150,16 +204,90 @@ def run_recipe(name: str, budget: str, seed: int, out: Path | None, args: list[s
     return results
 
 
+CLAIM_KEYS = {"name": str, "source": str, "threshold": (int, float), "holds": bool}  # the keys a report needs
+CLAIM_OPTIONAL = {"metric": (str, type(None)), "paper_value": (int, float, type(None)), "ours": (int, float, type(None)),
+                  "direction": str}
+HEADER_KEYS = {"recipe": str, "budget": str, "seed": int, "device": str, "seqlab_version": str,
+               "wall_seconds": (int, float)}
+
+
+def _type_name(v: Any) -> str:
+    """'null', 'a str', 'an int': what a JSON value is, for a message."""
+    if v is None:
+        return "null"
+    name = type(v).__name__
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+def results_problem(results: Any) -> str | None:
+    """The first thing that makes `results` not a recipe's results.json as DESIGN.md describes it, as a
+    phrase; None where a report can be built from it. Claims written before `metric` and `direction`
+    existed are fine (`claims_defaults`)."""
+    if not isinstance(results, dict):
+        return f"it holds {_type_name(results)}, not a mapping"
+    for k, t in HEADER_KEYS.items():
+        if k not in results:
+            return f"it has no '{k}'"
+        if not isinstance(results[k], t) or isinstance(results[k], bool):
+            return f"'{k}' is {_type_name(results[k])}"
+    for k in ("metrics", "runs", "options"):
+        if k in results and not isinstance(results[k], dict):
+            return f"'{k}' is {_type_name(results[k])}, not a mapping"
+    if "metrics" not in results:
+        return "it has no 'metrics'"
+    claims = results.get("claims", [])
+    if not isinstance(claims, list):
+        return f"'claims' is {_type_name(claims)}, not a list"
+    for i, c in enumerate(claims):
+        if not isinstance(c, dict):
+            return f"claim {i + 1} is {_type_name(c)}, not a mapping"
+        for k, t in CLAIM_KEYS.items():
+            if k not in c:
+                return f"claim {i + 1} has no '{k}'"
+            if not isinstance(c[k], t) or (isinstance(c[k], bool) and t is not bool):
+                return f"claim {i + 1}'s '{k}' is {_type_name(c[k])}"
+        for k, t in CLAIM_OPTIONAL.items():
+            if k in c and (not isinstance(c[k], t) or isinstance(c[k], bool)):
+                return f"claim {i + 1}'s '{k}' is {_type_name(c[k])}"
+        if c.get("direction", "at_least") not in ("at_least", "at_most"):
+            return f"claim {i + 1}'s 'direction' is {c['direction']!r}, not at_least or at_most"
+    return None
+
+
+def claims_defaults(results: dict[str, Any]) -> dict[str, Any]:
+    """`results` with every claim's optional keys filled in (as DESIGN.md's example omits them)."""
+    claims = [{"metric": None, "paper_value": None, "ours": None, "direction": "at_least", **c}
+              for c in results.get("claims", [])]
+    return {**results, "claims": claims}
+
+
+def read_results(out: Path) -> dict[str, Any]:
+    """A recipe folder's results.json, checked; one line for a file that is unreadable or malformed."""
+    try:
+        results = read_json(out / "results.json")
+    except (OSError, ValueError):
+        raise BadInput(f"{out}/results.json is unreadable or not JSON") from None
+    problem = results_problem(results)
+    if problem:
+        raise BadInput(f"{out}/results.json is not a recipe's results: {problem}")
+    return claims_defaults(results)
+
+
 def rewrite_report(out: Path) -> Path:
     """Write a recipe folder's report.md again from its results.json (no retraining)."""
     out = Path(out)
-    try:
-        results = read_json(out / "results.json")
-        recipe = get_recipe(results["recipe"])
-        settings = recipe.budgets[results["budget"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise BadInput(f"{out}/results.json is unreadable or not a recipe's results") from None
+    results = read_results(out)
+    recipe = get_recipe(results["recipe"])
+    if results["budget"] not in recipe.budgets:
+        raise BadInput(f"{out}/results.json: recipe '{recipe.name}' has no '{results['budget']}' budget")
     options = argparse.Namespace(**results.get("options", {}))
-    ctx = Context(out=out, budget=results["budget"], seed=results["seed"], settings=settings, options=options, quiet=True)
-    atomic_write_text(out / "report.md", recipe.report(ctx, results))
+    ctx = Context(out=out, budget=results["budget"], seed=results["seed"], settings=recipe.budgets[results["budget"]],
+                  options=options, quiet=True)
+    try:
+        text = recipe.report(ctx, results)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:  # what the recipe's own report reads
+        what = f"no {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise BadInput(f"{out}/results.json lacks what recipe '{recipe.name}' reports ({what}); "
+                       f"run `seqlab reproduce {recipe.name}` again to rewrite it") from None
+    atomic_write_text(out / "report.md", text)
     return out / "report.md"

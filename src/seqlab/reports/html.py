@@ -190,13 +190,14 @@ def run_html(path: Path) -> str:
     config = _read(path / "config.json", "a run's config")
     if not isinstance(config, dict):
         raise BadInput(f"{path}/config.json is not a run's config")
-    records = read_jsonl(path / "metrics.jsonl")
+    records = [r for r in read_jsonl(path / "metrics.jsonl") if isinstance(r, dict)]
     task = config.get("task", {})
-    steps = config.get("train", {}).get("steps")
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    steps = train.get("steps")
     done = records[-1].get("step") if records else 0
     kind = stored_kind(path)
     meta = meta_line([f"{kind.name if kind else '?'} run", f"task {task.get('name', '?') if isinstance(task, dict) else task}",
-                      f"step {done} of {steps}", f"device {config.get('train', {}).get('device', '?')}",
+                      f"step {done} of {steps}", f"device {train.get('device', '?')}",
                       f"seqlab {config.get('seqlab_version', '?')}",
                       f"commit {str(config['git_commit'])[:10]}" if config.get("git_commit") else ""])
     sections = []
@@ -210,7 +211,8 @@ def run_html(path: Path) -> str:
     sections.append(section("Metrics", "".join(metrics)))
     images = image_files(path)
     figures = image_figures(path, images)
-    losses = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float)) and "step" in r]
+    losses = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))
+              and isinstance(r.get("step"), (int, float))]
     if losses and not any(p.stem.startswith("loss") for p in images):
         png = loss_by_step([s for s, _ in losses], [v for _, v in losses], title=f"{path.name}: training loss")
         figures = figure(png, "image/png", "loss by step (drawn from metrics.jsonl)",
@@ -247,18 +249,17 @@ def runs_table(root: Path, runs: dict[str, str]) -> str:
 
 
 def recipe_html(path: Path) -> str:
+    from seqlab.recipes.base import read_results
     from seqlab.recipes.markdown import reproduce_command
 
-    results = _read(path / "results.json", "a recipe's results")
-    if not isinstance(results, dict) or not {"recipe", "budget", "seed"} <= set(results):
-        raise BadInput(f"{path}/results.json is not a recipe's results")
+    results = read_results(path)  # one line for a results.json that is not a recipe's (a claim without a key)
     md = path / "report.md"
     md_text = md.read_text(errors="replace") if md.is_file() else ""
     title = next((line[2:].strip() for line in md_text.splitlines() if line.startswith("# ")), f"Recipe {results['recipe']}")
     wall = results.get("wall_seconds")
     meta = meta_line([f"device {results.get('device', '?')}", f"seqlab {results.get('seqlab_version', '?')}",
                       f"{wall:.0f} s" if isinstance(wall, (int, float)) else ""], command=reproduce_command(results))
-    runs = results.get("runs") or {}
+    runs = {k: v for k, v in (results.get("runs") or {}).items() if isinstance(v, str)}
     sections = [section("Claims", claims_html(results)),
                 section("Metrics", key_values(results.get("metrics") or {}))]
     if runs:
@@ -278,15 +279,49 @@ def load_sweep_dir(path: Path):
     from seqlab.sweeps.sweep import Sweep, SweepRun
 
     meta = _read(path / "sweep.json", "a sweep's sweep.json")
+    problem = sweep_json_problem(meta)
+    if problem:
+        raise BadInput(f"{path}/sweep.json is not a sweep's sweep.json ({problem})")
     try:
         runs = [SweepRun(i, r["label"], r["kind"], resolve(get_kind(r["kind"]), r["config"]), path / "runs" / r["label"])
                 for i, r in enumerate(meta["runs"])]
         return Sweep(Path(meta["file"]), meta["name"], path, runs, list(meta["varying"])), meta
-    except (KeyError, TypeError, AttributeError) as e:
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
         missing = f" (no {e})" if isinstance(e, KeyError) else ""
         raise BadInput(f"{path}/sweep.json is not a sweep's sweep.json{missing}") from None
     except BadInput as e:
         raise BadInput(f"{path}/sweep.json: {e}") from None
+
+
+def sweep_json_problem(meta: Any) -> str | None:
+    """The first thing that makes `meta` not the sweep.json `seqlab sweep` writes; None where it is one. A
+    label must name a folder under runs/ (as a sweep file's label() must), once."""
+    from seqlab.sweeps.sweep import LABEL_OK
+
+    if not isinstance(meta, dict):
+        return f"it holds a {type(meta).__name__}, not a mapping"
+    for k, t in (("name", str), ("file", str), ("varying", list), ("runs", list)):
+        if k not in meta:
+            return f"no '{k}'"
+        if not isinstance(meta[k], t):
+            return f"'{k}' is not a {t.__name__}"
+    if "\0" in meta["file"]:
+        return "'file' is not a path"
+    if not all(isinstance(k, str) for k in meta["varying"]):
+        return "'varying' is not a list of config keys"
+    seen = set()
+    for i, r in enumerate(meta["runs"]):
+        if not isinstance(r, dict) or not {"label", "kind", "config"} <= set(r):
+            return f"run {i + 1} is not a mapping of label, kind and config"
+        lab = r["label"]
+        if not isinstance(lab, str) or not LABEL_OK.fullmatch(lab) or lab.startswith("."):
+            return f"run {i + 1}'s label {lab!r} is not a folder name"
+        if lab in seen:
+            return f"the label {lab!r} twice"
+        seen.add(lab)
+        if not isinstance(r["kind"], str) or not isinstance(r["config"], dict):
+            return f"run {i + 1}'s kind or config is malformed"
+    return None
 
 
 def run_statuses(sweep) -> dict[str, str]:
@@ -297,7 +332,8 @@ def run_statuses(sweep) -> dict[str, str]:
         failures = read_json(sweep.out / "failures.json")
     except (OSError, ValueError):
         failures = []
-    failed = {f.get("label") for f in failures if isinstance(f, dict)} if isinstance(failures, list) else set()
+    failed = {f.get("label") for f in failures if isinstance(f, dict) and isinstance(f.get("label"), str)} \
+        if isinstance(failures, list) else set()
     return {r.label: "failed" if r.label in failed else STATUS[run_state(r)] for r in sweep.runs}
 
 

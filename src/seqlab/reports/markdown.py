@@ -1,4 +1,8 @@
-"""report.md for a run directory (a recipe's own report.md comes from its recipe: recipes/markdown.py)."""
+"""report.md for a run directory (a recipe's own report.md comes from its recipe: recipes/markdown.py).
+
+What a malformed file (an eval/*.json of another shape, a metrics line without its step) would break is
+left out, and the report says what it skipped; a config.json that is not a run's is refused with one line.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,44 @@ from seqlab.core.errors import BadInput
 from seqlab.core.io import atomic_write_text, read_json, read_jsonl
 from seqlab.recipes.markdown import length_table
 
+MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError)  # what a file of another shape raises
+
 
 def write_run_report(path: Path) -> Path:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise BadInput(f"{path} is not a run directory (no config.json)")
-    config = read_json(path / "config.json")
-    metrics = read_jsonl(path / "metrics.jsonl")
+    try:
+        config = read_json(path / "config.json")
+    except (OSError, ValueError):
+        raise BadInput(f"{path}/config.json is unreadable or not JSON") from None
+    metrics = [m for m in read_jsonl(path / "metrics.jsonl") if isinstance(m, dict)]
     parts = [f"# Run {path.name}\n", "## Config\n", "```json\n" + json.dumps(config, indent=2) + "\n```\n"]
+    skipped = []
+    try:
+        parts.append(_training(metrics))
+    except MALFORMED as e:
+        skipped.append(f"metrics.jsonl's summary ({_why(e)})")
+    for ev in sorted((path / "eval").glob("*.json")):
+        try:
+            parts.append(_evaluation(ev, read_json(ev)))
+        except (OSError, *MALFORMED) as e:
+            skipped.append(f"eval/{ev.name} ({_why(e)})")
+    for png in sorted((path / "plots").glob("*.png")):
+        parts.append(f"\n![{png.stem}](plots/{png.name})\n")
+    if skipped:
+        parts.append("\n## Skipped\n\n" + "".join(f"- {s}: not in the shape seqlab writes\n" for s in skipped))
+    out = path / "report.md"
+    atomic_write_text(out, "".join(parts))
+    return out
+
+
+def _why(e: BaseException) -> str:
+    return f"no {e}" if isinstance(e, KeyError) else type(e).__name__
+
+
+def _training(metrics: list[dict]) -> str:
+    parts = []
     if metrics:
         last = metrics[-1]
         evals = [m for m in metrics if "eval_exact_match" in m]
@@ -32,8 +66,12 @@ def write_run_report(path: Path) -> Path:
         if accs:
             last = accs[-1]
             parts.append(f"- last periodic accuracy (scored positions): {last['eval_accuracy']:.4f} (step {last['step']})\n")
-    for ev in sorted((path / "eval").glob("*.json")):
-        data = read_json(ev)
+    return "".join(parts)
+
+
+def _evaluation(ev: Path, data) -> str:
+    parts = []
+    if isinstance(data, dict):
         if "exact_match_by_length" in data:
             curve = {int(k): v for k, v in data["exact_match_by_length"].items()}
             parts.append(f"\n## Evaluation: {ev.stem} (n={data['n']} per length)\n\n")
@@ -46,8 +84,4 @@ def write_run_report(path: Path) -> Path:
             parts.append(f"\n## Evaluation: {ev.stem} (n={data['n']} sequences, {data['n_scored']} scored positions)\n\n"
                          f"- accuracy: {data['accuracy']:.4f}\n- exact match (every scored position right): "
                          f"{data['exact_match']:.4f}\n")
-    for png in sorted((path / "plots").glob("*.png")):
-        parts.append(f"\n![{png.stem}](plots/{png.name})\n")
-    out = path / "report.md"
-    atomic_write_text(out, "".join(parts))
-    return out
+    return "".join(parts)

@@ -19,9 +19,10 @@ from seqlab.data.text import Labelled, MixtureStream
 from seqlab.core.errors import BadInput
 from seqlab.eval.decode import decode, exact_match
 from seqlab.formats.format import Format
-from seqlab.core.io import read_json, write_json
+from seqlab.core.io import PARTIAL_WRITE, read_json, write_json
+from seqlab.core.lock import LOCK_NAME, folder_lock
 from seqlab.runs import load, read_config, train
-from seqlab.runs.directory import check_writable
+from seqlab.runs.directory import WRITE_PROBE, check_writable
 from seqlab.runs.text import TEXT, build_parts, evaluate_by_length
 from seqlab.train import RunConfig, Trainer
 from seqlab.self_improve.config import (
@@ -128,20 +129,35 @@ def self_improve(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool =
 
     `round0`, a folder of finished round-0 runs (`m0`, `m1`, ... trained on this `run` with seeds
     seed, seed + 1, ...), is copied in instead of training round 0 again: arms that differ only
-    after round 0 share it."""
+    after round 0 share it. The folder's lock (seqlab.core.lock) is held throughout: a second process on
+    the same `out` is refused with the PID of the first."""
     out = Path(out)
     check_supported(run)
     # how many processes do the work is not part of what the run is: a resumed run may use others
     spec = {"run": run.to_json(), "self_improve": {k: v for k, v in si.to_json().items() if k != "workers"}}
+    _check_out(out, spec)
+    check_writable(out)
+    with folder_lock(out, what="self-improvement folder"):
+        _check_out(out, spec)  # again, under the lock: another process may have written it meanwhile
+        write_json(out / "self_improve.json", spec)
+        return _rounds(out, run, si, quiet, round0)
+
+
+
+
+def _check_out(out: Path, spec: dict[str, Any]) -> None:
+    """Refuse an `out` that holds another self-improvement run, or anything but seqlab's own lock file."""
     spec_path = out / "self_improve.json"
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out} exists and is not a directory; choose a new --out")
     if spec_path.exists() and not _same_or_extended(read_json(spec_path), spec):
         raise BadInput(f"{out} holds a different self-improvement run; choose a new --out")
-    if not spec_path.exists() and out.exists() and any(out.iterdir()):
+    if not spec_path.exists() and out.exists() and any(p.name != LOCK_NAME and not p.name.startswith(WRITE_PROBE)
+                                                       and not PARTIAL_WRITE.fullmatch(p.name) for p in out.iterdir()):
         raise BadInput(f"{out} exists and is not a self-improvement run; choose a new --out")
-    check_writable(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(spec_path, spec)
 
+
+def _rounds(out: Path, run: RunConfig, si: SelfImproveConfig, quiet: bool, round0: Path | None) -> list[dict[str, Any]]:
     task = run.make_task()
     fmt = Format(run.format, task, run.format_position_ids)
     model_dirs = [out / "models" / f"m{k}" for k in range(si.n_models)]

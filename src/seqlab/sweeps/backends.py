@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import sys
+import threading
 import time
 import traceback
 from concurrent.futures.process import BrokenProcessPool
@@ -19,11 +22,40 @@ from seqlab.core.errors import BadInput
 _started = None  # in a pool worker: the queue that run_one tells which run it begins
 
 
-def _init_worker(threads: int, started=None) -> None:
-    """A pool worker: torch's thread pools sized before torch loads; Ctrl-C is the parent's to handle."""
-    import signal
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_SECONDS = 0.5
 
+
+def die_with_parent(parent: int) -> None:
+    """End this process when its parent `parent` dies, however it dies: a SIGKILLed `seqlab sweep` must not
+    leave workers training on, unseen, into its run directories (each run resumes from its last atomic
+    checkpoint when the sweep is run again). On Linux the kernel sends SIGKILL (PR_SET_PDEATHSIG); on any
+    platform a daemon thread also watches for the parent's PID to change (the process is re-parented)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the watch below still ends the worker
+            pass
+    if os.getppid() != parent:  # the parent died before the request above was in place
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="seqlab-parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int, started=None, parent: int | None = None) -> None:
+    """A pool worker: torch's thread pools sized before torch loads; Ctrl-C is the parent's to handle; the
+    worker dies with its parent."""
     global _started
+    if parent is not None:
+        die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -101,7 +133,7 @@ def _pool_batch(jobs: list[tuple], workers: int, threads: int,
     ctx = multiprocessing.get_context("spawn")
     started = ctx.SimpleQueue()
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-                               initargs=(threads, started))
+                               initargs=(threads, started, os.getpid()))
     futures = {pool.submit(run_one, *job): job for job in jobs}
     unfinished, n_done = [], 0
     try:

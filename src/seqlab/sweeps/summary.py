@@ -103,7 +103,7 @@ def _read_failures(out: Path) -> list[dict[str, Any]]:
         data = read_json(out / "failures.json")
     except (OSError, ValueError):
         return []
-    return [f for f in data if isinstance(f, dict) and "label" in f] if isinstance(data, list) else []
+    return [f for f in data if isinstance(f, dict) and isinstance(f.get("label"), str)] if isinstance(data, list) else []
 
 
 def _cell(v: Any) -> str:

@@ -11,7 +11,8 @@ default `runs/sweeps/<file stem>`) and `label(config) -> str` (the run directory
 
 Every config is resolved and checked before anything is written. A rerun skips finished runs and
 resumes unfinished ones (each run directory resumes as `seqlab train --out` does). A run that raises is
-recorded and the others go on.
+recorded and the others go on. A sweep holds its directory's lock (seqlab.core.lock) while it trains, so a
+second `seqlab sweep` on the same directory is refused with the PID of the first.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from typing import Any, Callable
 from seqlab.core.version import __version__
 from seqlab.runs import check_startable, get_kind, kind_of_config, resolve
 from seqlab.core.errors import BadInput
-from seqlab.core.io import read_json, write_json
+from seqlab.core.io import PARTIAL_WRITE, read_json, write_json
+from seqlab.core.console import console as make_console
+from seqlab.core.lock import LOCK_NAME, folder_lock
+from seqlab.train.checkpoint import read_state
 from seqlab.sweeps.backends import available_cores, connect_ray, run_pool, run_ray
 
 LABEL_OK = re.compile(r"[A-Za-z0-9_.,=+-]+")
@@ -191,6 +195,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
             same = " (the same config twice)" if flats[i] == flats[j] else ""
             raise BadInput(f"{source}[{j}] and {source}[{i}] have the same label '{lab}'{same}")
         seen[lab] = i
+    check_label_lengths(out, labels, source)
     runs = [SweepRun(i, lab, k, t, out / "runs" / lab) for i, (lab, k, t) in enumerate(zip(labels, kinds, typed))]
     check_sweep_dir(out)
     for r in runs:
@@ -210,10 +215,62 @@ def _label(path: Path, fn, typed, flat: dict[str, Any], varying: list[str], wher
     return lab
 
 
+# Room under a run directory for the longest path seqlab writes there (a checkpoint's temporary file:
+# checkpoints/step-NNNNNNNN/.model.safetensors.XXXXXXXX.tmp and the like), with a margin.
+RUN_DIR_DEPTH = 128
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    """os.pathconf's `name` (PC_NAME_MAX, PC_PATH_MAX) on the nearest existing folder of `folder`."""
+    probe = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
+    try:
+        value = os.pathconf(probe, name)
+    except (OSError, ValueError, AttributeError):  # not POSIX, or the file system does not say
+        return default
+    return value if value and value > 0 else default
+
+
+def check_label_lengths(out: Path, labels: list[str], source: str) -> None:
+    """A label names a folder: refuse one longer than the file system allows (NAME_MAX bytes per name, 255
+    almost everywhere), or a run directory too deep to write, before anything is written."""
+    absolute = out.absolute()
+    name_max = _limit(absolute, "PC_NAME_MAX", 255)
+    path_max = _limit(absolute, "PC_PATH_MAX", 4096)
+    for i, lab in enumerate(labels):
+        n = len(os.fsencode(lab))
+        if n > name_max:
+            raise BadInput(f"{source}[{i}]: label '{lab[:40]}...' is {n} bytes long, and a folder name may have at "
+                           f"most {name_max} here; give label() shorter names")
+        depth = len(os.fsencode(str(absolute / "runs" / lab))) + RUN_DIR_DEPTH
+        if depth > path_max:
+            raise BadInput(f"{source}[{i}]: the run directory {absolute / 'runs' / lab[:40]}... is too deep for this "
+                           f"file system (paths of at most {path_max} bytes); choose a shorter OUT or label")
+
+
+STATE_FILES = ("sweep.json", "failures.json")  # written only under the sweep directory's lock
+
+
+def _foreign_entries(out: Path) -> list[Path]:
+    """What is in `out` besides seqlab's own lock file, write probes and killed writers' temporary files."""
+    from seqlab.runs.directory import WRITE_PROBE
+
+    return [p for p in out.iterdir() if p.name != LOCK_NAME and not p.name.startswith(WRITE_PROBE)
+            and not PARTIAL_WRITE.fullmatch(p.name)]
+
+
+def clear_leftovers(out: Path, names: tuple[str, ...]) -> None:
+    """Remove the temporary files that killed writers of `names` left in `out`. Only under `out`'s lock,
+    where no live writer of these files can be."""
+    for p in out.iterdir():
+        m = PARTIAL_WRITE.fullmatch(p.name)
+        if m and m.group(1) in names and p.is_file():
+            p.unlink(missing_ok=True)
+
+
 def check_sweep_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out} exists and is not a directory; set OUT (or --out) to a new folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "sweep.json").is_file():
+    if out.is_dir() and _foreign_entries(out) and not (out / "sweep.json").is_file():
         raise BadInput(f"{out} exists and is not a sweep directory (no sweep.json); set OUT (or --out) to a new folder")
 
 
@@ -227,7 +284,7 @@ def run_state(run: SweepRun) -> str:
         return "new"
     try:
         ckpt = latest_checkpoint(run.run_dir)
-        state = read_json(ckpt / "state.json") if ckpt is not None else {}
+        state = read_state(ckpt) if ckpt is not None else {}
     except (BadInput, OSError, ValueError):
         return "started"  # the worker's resume reports what is wrong, as a failure of this run
     done = state.get("step", 0) >= run.config.train.steps or state.get("stopped_early", False)
@@ -265,13 +322,19 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int | None = None, 
               ray_address: str | None = None, console=None) -> dict[str, Any]:
     """Train every run of the sweep that is not finished; returns the labels finished, skipped and
     failed (with type and message). Writes sweep.json first and failures.json last."""
-    from rich.console import Console
-
     from seqlab.runs.directory import check_writable
 
     check_options(backend, workers, threads, ray_address)
     check_writable(sweep.out)
-    console = console or Console(stderr=True, soft_wrap=True)
+    with folder_lock(sweep.out, what="sweep directory"):  # for the whole sweep: a second one is refused
+        check_sweep_dir(sweep.out)  # again, under the lock: another sweep may have written it since load_sweep
+        clear_leftovers(sweep.out, STATE_FILES)
+        return _run_locked(sweep, backend, workers, threads, ray_address,
+                           console or make_console(stderr=True, soft_wrap=True))
+
+
+def _run_locked(sweep: Sweep, backend: str, workers: int | None, threads: int | None, ray_address: str | None,
+                console) -> dict[str, Any]:
     states = {r.label: run_state(r) for r in sweep.runs}
     pending = [r for r in sweep.runs if states[r.label] != "finished"]
     workers, threads = plan_workers(len(pending), backend, workers, threads, [r.config for r in sweep.runs])
