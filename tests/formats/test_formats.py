@@ -247,3 +247,36 @@ def test_each_digit_is_preceded_by_the_hint_for_its_significance(opts, with_rng)
             sig = significances(len(written), reversed_)
             assert text[0::2] == "".join(HINTS[s + offset] for s in sig)
     assert seen == (set(range(max_offset + 1)) if with_rng else {0})
+
+
+# -- the index-hint limit, checked from the config (issue #18) -----------------------------------------------
+@pytest.mark.parametrize("name, params, max_offset, ok", [
+    ("addition", dict(max_len=256, sampling="fixed"), 0, False),  # sums of 257 digits
+    ("addition", dict(max_len=255, sampling="fixed"), 0, True),
+    ("addition", dict(max_len=250), 6, False),  # 251 + 6 places with the largest training offset
+    ("addition", dict(max_len=250), 5, True),
+    ("multiplication", dict(max_len=128), 0, True),  # 256 digits
+    ("multiplication", dict(max_len=129), 0, False),
+    ("copy", dict(max_len=256, alphabet="01"), 0, True),
+    ("copy", dict(max_len=257, alphabet="01"), 0, False),
+])
+def test_index_hints_beyond_their_places_are_refused_when_the_format_is_built(name, params, max_offset, ok):
+    task = get(name, **params)
+    config = FormatConfig(index_hints=True, max_offset=max_offset, reverse_output=task.numeric)
+    if ok:
+        fmt = Format(config, task)
+        longest = task.at_length(task.config.max_len)
+        for i in range(20):  # every example renders, with every offset training draws
+            fmt.encode(longest.example(0, "train", i), random.Random(i))
+        return
+    with pytest.raises(BadInput, match=f"index hints name {len(HINTS)} places, and {name} at max_len=") as e:
+        Format(config, task)
+    assert "\n" not in str(e.value)
+
+
+def test_sample_refuses_a_hint_limit_before_its_first_line():
+    from seqlab.formats.samples import sample_examples
+
+    records = sample_examples("addition", dict(max_len=256, sampling="fixed"), ["index_hints=true"], 5, 0, "train")
+    with pytest.raises(BadInput, match="257 characters"):
+        next(records)  # the first record, before any line is printed

@@ -46,7 +46,8 @@ def ortho_knobs(r):
 
 
 def mqar_knobs(r):
-    return {"n_dims": r.randint(1, 12), "n_pairs": r.randint(1, 8), "fresh_queries": r.random() < 0.7,
+    # n_dims 1 is refused (test_vector_mqar_refuses_one_dimension)
+    return {"n_dims": r.randint(2, 12), "n_pairs": r.randint(1, 8), "fresh_queries": r.random() < 0.7,
             "query_noise": r.choice([0.0, 0.0, 0.1, 1.0])}
 
 
@@ -369,3 +370,29 @@ def test_sample_record_marks_the_scored_points(name):
     meta = rec["meta"]
     assert meta["scored"] == p.scored[0].tolist() and meta["answer"] == p.ys[0].tolist()
     assert meta["function"] == {k: v.tolist() for k, v in fc.params(3, "test", 12).items()}
+
+
+@pytest.mark.parametrize("name, kw", [(MANY, {}), (ORTHO, {}), (MQAR, {"n_pairs": 3})])
+def test_the_sampled_target_is_a_scored_point(name, kw):
+    # Issue #18: the target was the last y even when that point is an outlier, or a key of vector-mqar.
+    fc = get_function(name, n_points=9, **kw)
+    cut_short = 0
+    for i in range(60):
+        rec = fc.sample_record(3, "test", i)
+        p = fc.prompts(3, "test", i, 1)
+        scored = p.scored[0]
+        k = rec["meta"]["target_point"]
+        assert rec["meta"]["scored"] == scored.tolist()
+        if not scored.any():
+            assert k is None and rec["target"] == ""
+            continue
+        assert k == int(np.flatnonzero(scored)[-1]) and scored[k]
+        assert math.isclose(float(rec["target"]), float(p.ys[0, k]), abs_tol=5.001e-5)
+        assert len(rec["prompt"].split("; ")) == k + 1 and rec["prompt"].endswith(" ->")
+        cut_short += k < 8
+    assert cut_short > 0 or name == MQAR  # outliers end some prompts; vector-mqar's last point is a query
+
+
+def test_vector_mqar_refuses_one_dimension():
+    with pytest.raises(BadInput, match="n_dims >= 2"):
+        get_function(MQAR, n_dims=1)

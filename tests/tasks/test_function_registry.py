@@ -129,13 +129,23 @@ def test_sample_record_is_json_and_readable(name):
     assert np.array_equal(np.array(meta["xs"], dtype=np.float32), p.xs[0])
     assert meta["ys"] == meta["answer"] == p.ys[0].tolist()
     assert meta["function"] == {k: v.tolist() for k, v in fc.params(3, "test", 12).items()}
-    # "x_1 -> y_1; ...; x_6 ->": six points, the last without its y, which is the target.
+    # "x_1 -> y_1; ...; x_k ->": the points up to the last scored one, k, which is the target (the sixth point
+    # but in the families that skip points; with none scored, every point with its y and an empty target).
+    scored = getattr(p, "scored", np.ones_like(p.ys, dtype=bool))[0]
+    k = meta["target_point"]
+    assert k == (int(np.flatnonzero(scored)[-1]) if scored.any() else None)
+    if getattr(p, "scored", None) is None:
+        assert k == 5
     parts = rec["prompt"].split("; ")
-    assert len(parts) == 6 and rec["prompt"].endswith(" ->") and all(" -> " in s for s in parts[:-1])
-    first_x = json.loads(parts[0].split(" -> ")[0])
+    if k is None:
+        assert rec["target"] == "" and len(parts) == 6 and all(" -> " in s and not s.endswith("->") for s in parts)
+    else:
+        assert len(parts) == k + 1 and rec["prompt"].endswith(" ->") and all(" -> " in s for s in parts[:-1])
+        assert math.isclose(float(rec["target"]), float(p.ys[0, k]), abs_tol=5.001e-5)
+    first_x = json.loads(parts[0].split(" ->")[0])
     assert np.allclose(first_x, p.xs[0, 0], atol=5.001e-5)
-    assert math.isclose(float(rec["target"]), float(p.ys[0, -1]), abs_tol=5.001e-5)
-    assert math.isclose(float(parts[0].split(" -> ")[1]), float(p.ys[0, 0]), abs_tol=5.001e-5)
+    if k != 0:
+        assert math.isclose(float(parts[0].split(" -> ")[1]), float(p.ys[0, 0]), abs_tol=5.001e-5)
 
 
 def test_sample_record_with_a_shift_and_labels_as_integers():

@@ -72,6 +72,29 @@ def must_refuse(names: list[str], n: int, w: int, image: str) -> bool:
     return told * 64 < candidates
 
 
+def too_few_prompts(cfg: dict, names: list[str], n: int, w: int, image: str) -> bool:
+    """Whether a setting with demonstrations has fewer than 64 distinct prompts (then refused: too few to split
+    by hash), counted by hand: the map, the demonstration words (the maps' order, in a mix) and the query words
+    told apart (all n^w words where they are too many to list). Zero-shot settings are listed, never refused."""
+    mix = {m: int(c) for m, c in (e.split(":") for e in cfg["mix"].split(","))} if cfg.get("mix") else None
+    n_demos = cfg.get("n_demos", 8)
+    if mix is None and n_demos == 0:
+        return False
+    if n**w > 4096:
+        return False  # n^w > 4096 words, a tenth of them told apart, make more than 64 prompts
+    copies = [int(m[4:]) for m in names if m.startswith("copy")]
+    queries = sum(1 for letters in itertools.product(string.ascii_lowercase[:n], repeat=w)
+                  if len({letters[h] for h in copies}) == len(copies)
+                  and len({ref_answer(m, "".join(letters), n, image) for m in names}) == len(names))
+    if mix is not None:
+        total = sum(mix.values())
+        orders = math.factorial(total) // math.prod(math.factorial(c) for c in mix.values())
+        return orders * n ** (w * total) * queries * sum(1 for c in mix.values() if c) < 64
+    lo = cfg.get("n_demos_min", n_demos)
+    choices = 1 if cfg.get("task") else len(names)
+    return choices * sum(n ** (w * m) for m in range(lo, n_demos + 1)) * queries < 64
+
+
 def knobs(r: random.Random) -> dict:
     if r.random() < 0.05:
         return {}
@@ -126,7 +149,7 @@ def test_every_prompt_reads_back_and_every_answer_is_recomputed(number):
     note(f"cfg={cfg} at {(seed, split, i)}")
     maps, n, w, n_demos, mix = settings_of(cfg)
     image = ref_derangement(n, cfg.get("perm_seed", 0))
-    refuse = must_refuse(maps, n, w, image)
+    refuse = must_refuse(maps, n, w, image) or too_few_prompts(cfg, maps, n, w, image)
     try:
         task = task_of("icl-map", cfg)
     except BadInput:
@@ -256,12 +279,21 @@ def test_the_derangement_has_no_fixed_point_and_depends_only_on_perm_seed(n):
      [a + b for a in "abcd" for b in "abcd" if (ord(b) - ord(a)) % 4 != 2]),
 ])
 def test_the_query_is_uniform_among_the_words_told_apart(cfg, valid):
+    # The generator's law (`draw`); a split keeps the prompts of its own problems (below).
     task = get_token_task("icl-map", n_demos=0, **cfg)
     n = 6000
-    counts = Counter(task.example(5, "train", i).meta["query"] for i in range(n))
+    rng = np.random.default_rng(5)
+    counts = Counter(task.draw(rng).meta["query"] for i in range(n))
     assert set(counts) == set(valid)
     p = 1 / len(valid)
     assert all(abs(counts[v] / n - p) < 5 * math.sqrt(p * (1 - p) / n) for v in valid)
+    # These zero-shot spaces are listed (maps x words) and ranked: the splits partition them, 1 in 8 in test.
+    space = {(m, w) for m in cfg["maps"].split(",") for w in valid}
+    assert task.small_space() == len(space)
+    got = {split: {(ex.meta["task"], ex.meta["query"]) for ex in (task.example(5, split, i) for i in range(600))}
+           for split in ("train", "test")}
+    assert not got["train"] & got["test"] and got["train"] | got["test"] == space
+    assert len(got["test"]) == max(1, round(len(space) / 8))
 
 
 def test_training_maps_are_uniform():

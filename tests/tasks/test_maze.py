@@ -8,6 +8,8 @@ Hypothesis draws one 64-bit case number per example and a seeded PRNG turns it i
 """
 
 import functools
+import itertools
+import math
 import random
 import string
 from collections import Counter, deque
@@ -65,6 +67,44 @@ def case(number: int) -> dict:
     return dict(cfg=cfg, seed=r.getrandbits(32), split=r.choice(["train", "test"]), index=index)
 
 
+def trees(n: int):
+    """Every labelled tree on nodes 0 .. n-1 (n >= 2), as adjacency lists, from its Prüfer sequence."""
+    for code in itertools.product(range(n), repeat=n - 2):
+        degree = [1] * n
+        for v in code:
+            degree[v] += 1
+        adjacency = {v: [] for v in range(n)}
+        for v in code:
+            leaf = min(u for u in range(n) if degree[u] == 1)
+            adjacency[leaf].append(v)
+            adjacency[v].append(leaf)
+            degree[leaf] -= 1
+            degree[v] -= 1
+        u, w = [v for v in range(n) if degree[v] == 1]
+        adjacency[u].append(w)
+        adjacency[w].append(u)
+        yield adjacency
+
+
+@functools.cache
+def mazes_by_enumeration(n_labels: int, n_nodes: int, hops: int) -> int:
+    """(start, end, tree) with `hops` between start and end, counted tree by tree on n_nodes nodes, times the
+    ways to pick the labels (which node gets which label is the tree's numbering)."""
+    per_set = sum(1 for adj in trees(n_nodes) for s in adj for e in adj
+                  if s != e and len(bfs_path({str(k): [str(v) for v in vs] for k, vs in adj.items()}, str(s), str(e))) - 1 == hops)
+    return math.comb(n_labels, n_nodes) * per_set
+
+
+def too_few_mazes(cfg: dict) -> bool:
+    """Whether some hop count of the config has fewer than 64 mazes (refused). From 6 nodes on there are
+    at least 6! orders of the labels on the longest path alone."""
+    n, n_labels = cfg["n_nodes"], len(cfg.get("labels", string.digits + string.ascii_letters))
+    if n > 5:
+        return False
+    hops = [cfg["max_len"]] if cfg["sampling"] == "fixed" else range(cfg["min_len"], cfg["max_len"] + 1)
+    return any(mazes_by_enumeration(n_labels, n, h) < 64 for h in hops)
+
+
 @functools.cache
 def shared_task(cfg_items: tuple):
     return get("maze", **dict(cfg_items))
@@ -76,11 +116,15 @@ def shared_task(cfg_items: tuple):
 def test_every_example_is_answered_correctly(c):
     note(f"knobs: {c}")
     cfg = c["cfg"]
+    if too_few_mazes(cfg):
+        with pytest.raises(BadInput, match="too few to split into train and test"):
+            get("maze", **cfg)
+        return
     task = shared_task(tuple(sorted(cfg.items())))
     try:
         ex = task.example(c["seed"], c["split"], c["index"])
-    except BadInput as e:  # only a maze of two labels has too few distinct problems to split
-        assert cfg["n_nodes"] <= 3 and "too small" in str(e)
+    except BadInput as e:  # 64 mazes or a few more: a split may still come out empty, 1 seed in 5000
+        assert cfg["n_nodes"] <= 4 and "too small" in str(e)
         return
     start, end, adjacency = read_prompt(ex.prompt)
     labels = cfg.get("labels", string.digits + string.ascii_letters)
@@ -122,6 +166,23 @@ def test_pairs_visits_every_hop_count_equally_often(split):
 
 def test_repeated_calls_agree():
     assert_repeated_calls_agree("maze")
+
+
+@pytest.mark.parametrize("n_labels, n_nodes", [(2, 2), (5, 2), (3, 3), (4, 3), (6, 4), (5, 5), (7, 5)])
+def test_maze_counts_agree_with_enumeration(n_labels, n_nodes):
+    from seqlab.tasks.maze import count_mazes
+
+    for hops in range(1, n_nodes):
+        assert count_mazes(n_labels, n_nodes, hops) == mazes_by_enumeration(n_labels, n_nodes, hops)
+
+
+def test_a_maze_with_too_few_problems_is_refused_in_one_line():
+    # 2 nodes from 8 labels: 56 (start, end) pairs; from 9 labels, 72 split.
+    with pytest.raises(BadInput, match="only 56 distinct mazes of 2 nodes from 8 labels have 1 hops, too few") as e:
+        get("maze", labels="abcdefgh", n_nodes=2, max_len=1)
+    assert "\n" not in str(e.value)
+    task = get("maze", labels="abcdefghi", n_nodes=2, max_len=1)
+    assert task.example(0, "test", 0).prompt and task.example(0, "train", 0).prompt
 
 
 def test_bad_maze_configs_are_refused_with_a_reason():

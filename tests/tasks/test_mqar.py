@@ -28,6 +28,18 @@ def knobs(r: random.Random) -> dict:
     return cfg
 
 
+def n_sequences(V: int, L: int, kv: int, fillers: bool) -> int:
+    """Counted by hand: ordered distinct keys from V//2 - 1, ordered distinct values from V - V//2, the query
+    slots (kv of the (L - 2kv) / 2, in order) and, with random fillers, V choices at each of the L - 3kv others."""
+    def ordered(pool: int, k: int) -> int:
+        out = 1
+        for j in range(k):
+            out *= max(pool - j, 0)
+        return out
+
+    return ordered(V // 2 - 1, kv) * ordered(V - V // 2, kv) * ordered((L - 2 * kv) // 2, kv) * (V ** (L - 3 * kv) if fillers else 1)
+
+
 def read_answer(tokens: list[int], kv: int, vocab: int, targets: list[int]) -> None:
     """The targets, read from the tokens: the prefix k1 v1 .. kk vk is the table; a scored position is a query
     slot (at an even offset after the prefix) holding a key, and its target is the key's value."""
@@ -50,10 +62,14 @@ def test_every_target_is_the_value_of_its_query_key(number):
     cfg = knobs(r)
     seed, split, i = where(r)
     note(f"cfg={cfg} at {(seed, split, i)}")
+    kv, L, V = cfg["num_kv_pairs"], cfg["input_seq_len"], cfg["vocab_size"]
+    if n_sequences(V, L, kv, cfg["random_non_queries"]) < 64:  # too few to split by hash
+        with pytest.raises(BadInput, match="too few to split into train and test"):
+            task_of("mqar", cfg)
+        return
     task = task_of("mqar", cfg)
     ex = task.example(seed, split, i)
     check_contract(task, ex)
-    kv, L, V = cfg["num_kv_pairs"], cfg["input_seq_len"], cfg["vocab_size"]
     tokens, targets = list(ex.tokens), list(ex.targets)
     assert len(tokens) == L == task.max_length and task.vocab_size == V
     read_answer(tokens, kv, V, targets)

@@ -148,3 +148,26 @@ def test_example_at_given_operand_lengths():
         assert task.example(4, "test", i, lengths=(2, 7)) != ex
     with pytest.raises(BadInput, match="2 positive operand"):
         task.example(4, "train", 0, lengths=(3,))
+
+
+# -- a knob declared as text takes an integer as its text (issue #18) --------------------------------------
+@pytest.mark.parametrize("name, key, typed, text", [("copy", "alphabet", "12", "12"), ("sort", "alphabet", "907", "907"),
+                                                     ("maze", "labels", "123456789", "123456789")])
+def test_a_text_knob_given_as_a_number_on_the_command_line_is_its_text(name, key, typed, text):
+    from seqlab.core.configs import parse_value
+
+    params = {key: parse_value(typed)}  # as `seqlab sample copy alphabet=12` reads it: the number 12
+    if name == "maze":
+        params.update(n_nodes=9, max_len=3)
+    task = get(name, **params)
+    assert getattr(task.config, key) == text
+    assert set(task.example(0, "train", 0).prompt) <= set(text + task.symbols() + ":,-")
+
+
+def test_text_knobs_of_token_tasks_take_integers_too_but_not_booleans():
+    from seqlab.tasks.token_base import get_token_task
+
+    with pytest.raises(BadInput, match="unknown map '12'"):  # read as the text "12", then refused as a map
+        get_token_task("icl-map", maps=12)
+    with pytest.raises(BadInput, match="task.alphabet"):
+        get("copy", alphabet=True)

@@ -93,7 +93,20 @@ class Format:
             if clash:
                 raise BadInput(f"index hints clash with the task's characters {''.join(sorted(clash))!r}")
             chars += HINTS
+            self.check_hints(task)
         self.tokenizer = CharTokenizer(chars)
+
+    def check_hints(self, task: Task) -> None:
+        """Refuse a task whose longest operand or answer needs more index-hint places than there are, with the
+        largest offset training draws: found from the config, before any example is written."""
+        if not self.config.index_hints:
+            return
+        width = task.max_written_length()
+        if width + self.config.max_offset > len(HINTS):
+            offset = f" + format.max_offset={self.config.max_offset}" if self.config.max_offset else ""
+            raise BadInput(f"index hints name {len(HINTS)} places, and {task.name} at max_len={task.config.max_len} "
+                           f"writes operands or answers of up to {width} characters{offset}: lower max_len or "
+                           f"format.max_offset, or drop format.index_hints")
 
     # -- text ------------------------------------------------------------------------------------
     def _places(self, text: str, align: str) -> list[int]:

@@ -114,6 +114,7 @@ class ICLKind(RunKind):
     tasks = FUNCTIONS
     task_label = "function"
     main_metric = "error"
+    task_group = "in-context function classes"
     reads_tokens = False
     task_noun = "an in-context function class"
 

@@ -52,6 +52,7 @@ class RunKind:
     main_metric: ClassVar[str]  # what a summary reads first (metrics.jsonl's eval_<metric>)
     writes_kind: ClassVar[bool] = True  # whether config.json names the kind
     task_noun: ClassVar[str] = ""  # what `seqlab sample` calls such a task when it refuses a text format
+    task_group: ClassVar[str] = "tasks"  # how the unknown-task message heads this kind's tasks
     reads_tokens: ClassVar[bool] = True  # whether the model reads token ids (generate, score, export)
 
     # -- configs -----------------------------------------------------------------------------
@@ -145,13 +146,30 @@ def get_kind(name: str) -> RunKind:
 
 
 def kind_of_task(name: str | None) -> RunKind:
-    """The kind that trains the task `name`; the default kind for None or a name no kind has (its own
-    registry then says the name is unknown, with the nearest one)."""
+    """The kind that trains the task `name`; the default kind for None (or a name that is not text, which its
+    registry then refuses). A name no kind has is BadInput naming the nearest task of any kind, or listing
+    every kind's tasks."""
     for k in KINDS.values():
         if name in k.tasks:
             return k
     renamed = [k for k in KINDS.values() if k.tasks.renamed(name or "") is not None]
-    return renamed[0] if renamed else KINDS.get(DEFAULT_KIND)
+    if renamed:
+        return renamed[0]
+    if isinstance(name, str):
+        raise BadInput(unknown_task(name))
+    return KINDS.get(DEFAULT_KIND)
+
+
+def unknown_task(name: str) -> str:
+    """"unknown task 'NAME' (did you mean 'X'?)", the nearest among every kind's tasks; else every kind's
+    tasks, grouped by kind."""
+    from seqlab.core.registry import nearest
+
+    near = nearest(name, [t for k in KINDS.values() for t in k.tasks])
+    if near is not None:
+        return f"unknown task '{name}' (did you mean '{near}'?)"
+    groups = "; ".join(f"{k.task_group}: {', '.join(sorted(k.tasks))}" for k in KINDS.values() if len(k.tasks))
+    return f"unknown task '{name}' (known {groups})"
 
 
 def kind_of_config(data: dict[str, Any]) -> RunKind:

@@ -37,10 +37,12 @@ def build_parts(config: RunConfig):
 
 
 def check_positions_fit(config: RunConfig, fmt: Format, lengths: list[int]) -> None:
-    """Position tables are finite: the longest example must fit in model.max_positions."""
+    """Position tables are finite: the longest example must fit in model.max_positions; so are index hints."""
+    task = config.make_task()
+    for n in lengths:
+        fmt.check_hints(task.at_length(n))
     if config.model.position not in TABLE_POSITIONS:
         return
-    task = config.make_task()
     for n in lengths:
         ex = task.at_length(n).example(0, "test", 0)
         top = fmt.max_position(ex)
@@ -110,6 +112,7 @@ class TextKind(RunKind):
     tasks = TASKS
     task_label = "sequence"
     main_metric = "exact_match"
+    task_group = "character tasks"
     writes_kind = False
 
     def check(self, config: RunConfig) -> None:

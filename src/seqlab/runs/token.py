@@ -95,6 +95,7 @@ class TokenKind(RunKind):
     tasks = TOKEN_TASKS
     task_label = "token"
     main_metric = "accuracy"
+    task_group = "token tasks"
     task_noun = "a token task: it writes token ids itself"
 
     def build(self, config: TokenRunConfig, device) -> Parts:

@@ -26,6 +26,10 @@ class _BinaryArithmetic(Task):
     def compute(self, a: int, b: int) -> int:
         raise NotImplementedError
 
+    def max_written_length(self) -> int:
+        # Problem 0 is the smallest: 10^(n-1) + 10^(n-1) has n digits, the widest sum n + 1.
+        return max(super().max_written_length(), self.answer_width((self.config.max_len,) * 2))
+
     def space_size(self, lengths: tuple[int, ...]) -> int:
         la, lb = lengths
         return n_digit_count(la) * n_digit_count(lb)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -19,9 +21,19 @@ from seqlab.core.errors import BadInput
 
 SPLITS = ("train", "test")
 # Share of the problem space that belongs to the test split. Every problem is assigned to one
-# split by a hash of (seed, problem), so the two streams can never share an example.
+# split by a hash of (seed, its canonical key: `Task.problem_key`), so the two streams can never share a
+# problem, however many ways a prompt may write it. The token tasks and the function classes split the same
+# way (token_base.py, function_base.py).
 TEST_SHARE = 1 / 8
 MAX_TRIES = 2000
+# A token task or a function class whose problems hold at least this many bits of randomness (no one problem
+# more likely than 2**-64) draws its train and test streams independently: 10^9 training and 10^6 test draws
+# then share a problem with probability below 1/16000. Below it, a draw is kept only where its problem's key
+# hashes to the split asked for, as for the character tasks.
+INDEPENDENT_BITS = 64
+# A space split by hashing must hold this many problems at least, or the test split may come out empty (the
+# chance is (7/8)^64, one seed in 5000): smaller settings are refused, or ranked where they can be listed.
+MIN_HASHED_PROBLEMS = 64
 # Below this many problems (for one tuple of operand lengths) the split is made by ranking every
 # problem's hash, so both splits are non-empty however small the space (26 one-letter strings, say).
 SMALL_SPACE = 4096
@@ -50,7 +62,36 @@ class Example:
         return self.answer
 
 
-class TaskConfig(Config):
+def _takes_text(annotation: Any) -> bool:
+    """Whether a field is declared as text: `str`, or `str | None`."""
+    if annotation is str:
+        return True
+    args = typing.get_args(annotation)
+    return (typing.get_origin(annotation) in (typing.Union, types.UnionType) and str in args
+            and all(a in (str, type(None)) for a in args))
+
+
+class KnobConfig(Config):
+    """The base of every task's config (character tasks, token tasks, function classes).
+
+    A knob declared as text takes an integer as the text it writes: the command line reads `alphabet=12` or
+    `labels=123` as JSON, a number, before any config sees it, and an alphabet of the digits 1 and 2 is
+    what was meant. (A float is not turned back into text: 1e3 and 1000.0 are one number but two texts.)"""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integers_as_text(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            f = cls.model_fields.get(name)
+            if f is not None and isinstance(value, int) and not isinstance(value, bool) and _takes_text(f.annotation):
+                out[name] = str(value)
+        return out
+
+
+class TaskConfig(KnobConfig):
     """Difficulty knobs shared by every task: how operand lengths are drawn.
 
     - ``independent``: each operand's length is drawn uniformly from [min_len, max_len], independently
@@ -115,6 +156,25 @@ class Task:
         """Problem number k (0 <= k < space_size) with operands of these lengths."""
         raise NotImplementedError
 
+    def problem_key(self, ex: Example) -> str:
+        """The canonical problem an example states: examples that pose the same problem have the same key, so
+        they fall in the same split. By default the operands, which write each problem one way only; a task
+        whose prompt can write one problem in several ways (a maze's listing order) says what is the same."""
+        return "|".join(ex.fields)
+
+    def random_problem(self, lengths: tuple[int, ...], rng: random.Random, size: int) -> Example:
+        """A problem drawn uniformly from a large space of `size` problems with operands of these lengths.
+        By default problem number rng.randrange(size); a task whose problem numbers are slow to decode (a
+        string of 10^5 characters is a number of 10^5 base-26 digits) draws its problem directly."""
+        return self.problem(lengths, rng.randrange(size))
+
+    def max_written_length(self) -> int:
+        """The most characters any operand or answer of this config can have (a format's index hints name one
+        place per character). By default those of a problem at the longest lengths, which suits tasks whose
+        widths follow from the lengths alone; a task whose answer can be wider says so."""
+        ex = self.problem((self.config.max_len,) * self.n_operands, 0)
+        return max(len(text) for text in (*ex.fields, ex.answer))
+
     def valid_answer(self, ex: Example, output: str) -> bool:
         """A check of a proposed answer that reads the problem only, never `ex.answer` (a maze path
         must follow the maze's edges). Tasks without such a check accept every output."""
@@ -152,8 +212,8 @@ class Task:
             return self.problem(lengths, members[rng.randrange(len(members))])
         want_test = split == "test"
         for _ in range(MAX_TRIES):  # a uniform draw lands in the test split with probability TEST_SHARE
-            ex = self.problem(lengths, rng.randrange(size))
-            if in_test_split(seed, ex) == want_test:
+            ex = self.random_problem(lengths, rng, size)
+            if in_test_split(seed, self.problem_key(ex)) == want_test:
                 return ex
         raise BadInput(
             f"{self.name}: cannot find a {split} example with operand lengths {lengths}: "
@@ -169,7 +229,7 @@ class Task:
             if size < 2:
                 raise BadInput(f"{self.name}: only {size} problem has operand lengths {lengths}: "
                                "too small to split into train and test")
-            ranked = sorted(range(size), key=lambda k: split_hash(seed, self.problem(lengths, k)))
+            ranked = sorted(range(size), key=lambda k: split_hash(seed, self.problem_key(self.problem(lengths, k))))
             n_test = max(1, round(size * TEST_SHARE))
             cache[key] = {"test": ranked[:n_test], "train": ranked[n_test:]}
         return cache[key][split]
@@ -178,21 +238,26 @@ class Task:
         return [self.example(seed, split, i) for i in range(start, start + n)]
 
     def at_length(self, n: int) -> "Task":
-        """The same task with every operand fixed to length n (for evaluation by length)."""
-        return type(self)(self.config.at_length(n))
+        """The same task with every operand fixed to length n (for evaluation by length); its config checked
+        as any other (BadInput for a length the task refuses)."""
+        from seqlab.core.configs import parse_config
+
+        return type(self)(parse_config(type(self.config), self.config.at_length(n).model_dump(), prefix="task."))
 
     def describe(self) -> str:
         return (self.__doc__ or "").strip().splitlines()[0]
 
 
-def split_hash(seed: int, ex: Example) -> int:
-    key = f"{seed}|{'|'.join(ex.fields)}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+def split_hash(seed: int, key: str | bytes) -> int:
+    """A 64-bit hash of (seed, a problem's canonical key)."""
+    data = f"{seed}|".encode() + (key if isinstance(key, bytes) else key.encode())
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-def in_test_split(seed: int, ex: Example) -> bool:
-    """Whether a problem of a large space belongs to the test split for this seed (a hash of the problem)."""
-    return split_hash(seed, ex) < TEST_SHARE * 2**64
+def in_test_split(seed: int, key: str | bytes) -> bool:
+    """Whether the problem with this canonical key belongs to the test split for this seed (in a large space;
+    a small one ranks every problem's hash instead, `Task._small_split`)."""
+    return split_hash(seed, key) < TEST_SHARE * 2**64
 
 
 def n_digit_count(n: int) -> int:

@@ -10,7 +10,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from seqlab.tasks.token_base import IGNORE, TokenConfig, TokenExample, TokenTask, register_token_task
+import math
+
+from seqlab.tasks.token_base import (
+    IGNORE, SMALL_SPACE, TokenConfig, TokenExample, TokenTask, register_token_task, too_few_problems,
+)
 
 
 def count3(prefix: np.ndarray) -> int:
@@ -40,6 +44,8 @@ class Count3Config(TokenConfig):
         if self.seed_max > self.length:
             raise ValueError(f"seed_max ({self.seed_max}) must be at most length ({self.length}), the vocabulary "
                              f"size (ENTP asserts seed_max <= vocab_size)")
+        if self.seed_max == 1:
+            raise ValueError(too_few_problems(1, "sequence", "seed_max=1 makes every seed token 0; raise seed_max", least=2))
         return self
 
 
@@ -61,8 +67,10 @@ class Count3(TokenTask):
     vocab_size = length (ENTP's vocab_size = block_size): every token is below it. meta: "seed" (a_1..a_s),
     "sequence" (a_1 .. a_{length+1}) and "answer" (the scored tokens a_{s+2} .. a_{length+1}, in order).
 
-    The seed determines the sequence, so there are seed_max ** seed_size sequences (2^64 at the defaults);
-    with small knobs the space is small and the train and test streams share sequences.
+    The seed determines the sequence, so there are seed_max ** seed_size sequences, all equally likely (2^64
+    at the defaults, where train and test are independent draws). At most SMALL_SPACE of them are listed and
+    ranked for the split, so even seed_max=2, seed_size=1 has one test sequence; seed_max=1 (one sequence) is
+    refused. In between, a draw is kept where its sequence hashes to its split (token_base.py).
     """
 
     name = "count3"
@@ -76,11 +84,28 @@ class Count3(TokenTask):
     def max_length(self) -> int:
         return self.config.length
 
+    def problem_bits(self) -> float:
+        return self.config.seed_size * math.log2(self.config.seed_max)
+
+    def small_space(self) -> int | None:
+        c = self.config
+        if c.seed_size * math.log2(c.seed_max) > math.log2(SMALL_SPACE):
+            return None
+        return c.seed_max ** c.seed_size
+
+    def problem(self, k: int) -> TokenExample:
+        """The sequence whose seed tokens are k written in base seed_max, first token least significant."""
+        c = self.config
+        return self._sequence([(k // c.seed_max**j) % c.seed_max for j in range(c.seed_size)])
+
     def draw(self, rng: np.random.Generator) -> TokenExample:
+        return self._sequence(rng.integers(0, self.config.seed_max, size=self.config.seed_size))
+
+    def _sequence(self, seed_tokens) -> TokenExample:
         c = self.config
         L, s = c.length, c.seed_size
         seq = np.empty(L + 1, dtype=np.int64)
-        seq[:s] = rng.integers(0, c.seed_max, size=s)
+        seq[:s] = seed_tokens
         for n in range(s, L + 1):
             seq[n] = count3(seq[:n])
         tokens = seq[:L]

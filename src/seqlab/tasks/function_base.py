@@ -14,21 +14,33 @@ streams whatever batch it is made in, and the train and test streams are unrelat
 
 Because the shifts draw from streams of their own, a shifted prompt has the same function and the same
 underlying xs as the unshifted prompt of the same index: the two can be compared pair by pair.
+
+The train/test split. A prompt's canonical problem is what a model reads, its xs and ys (`problem_key`;
+nothing, where no point is scored). Gaussian inputs make that space continuous: two independent draws
+never share a prompt (with probability one), so the train and test streams are independent draws. Inputs
+in {-1, +1}^d (sparse parity) repeat, and there the split goes by the prompt's first x as drawn, which a
+prompt shares with every prompt of which it is a prefix and with itself under every curriculum stage and
+shift: prompt i keeps the INPUTS stream whose first row hashes to its split (redrawing from the streams
+"INPUTS.1", "INPUTS.2", ...; the function is left as drawn), and where there are at most SMALL_SPACE sign
+vectors they are ranked by hash, so the test split always has one. Train and test prompts then differ in
+their first x, at every n_points; under the curriculum (active_dims < n_dims) the first x a model sees is
+cut short, and two prompts equal there may come from different splits.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from seqlab.core.configs import Config, parse_config
+from seqlab.core.configs import parse_config
 from seqlab.core.errors import BadInput
 from seqlab.core.registry import Registry
-from seqlab.tasks.base import SPLITS
+from seqlab.tasks.base import MAX_TRIES, SMALL_SPACE, SPLITS, TEST_SHARE, KnobConfig, in_test_split, split_hash
 from seqlab.tasks.icl_shifts import NOISY_Y_STD, SHIFTS, Shift, parse_shift, shift_matrix, shift_query
 
 FUNCTION, INPUTS, NOISE, SHIFT_CHOICE, SHIFT_NOISE = range(5)
@@ -45,7 +57,7 @@ class Prompts:
         return len(self.xs)
 
 
-class FunctionConfig(Config):
+class FunctionConfig(KnobConfig):
     """Knobs shared by every function class: the input dimension and the number of points in a prompt."""
 
     n_dims: int = Field(20, ge=1)
@@ -114,6 +126,38 @@ class FunctionClass:
     def min_active(self) -> int:
         return 1
 
+    # -- the split ------------------------------------------------------------------------------------
+    @staticmethod
+    def problem_key(xs: np.ndarray, ys: np.ndarray, scored: np.ndarray | None = None) -> bytes | None:
+        """The canonical problem of one prompt, xs (n_points, d) and ys (n_points,): what a model reads; None
+        where no point is scored (an all-outlier prompt asks nothing)."""
+        if scored is not None and not np.any(scored):
+            return None
+        return np.ascontiguousarray(xs, dtype=np.float32).tobytes() + np.ascontiguousarray(ys, dtype=np.float32).tobytes()
+
+    def _first_x_in_test(self, seed: int, x: np.ndarray) -> bool:
+        d = self.config.n_dims
+        if 2**d > SMALL_SPACE:
+            return in_test_split(seed, x.tobytes())
+        cache = self.__dict__.setdefault("_split_cache", {})
+        if seed not in cache:  # every sign vector, ranked: the TEST_SHARE with the lowest hashes (one at least)
+            signs = [np.array(v, dtype=np.float32) for v in itertools.product((-1.0, 1.0), repeat=d)]
+            ranked = sorted(signs, key=lambda v: split_hash(seed, v.tobytes()))
+            cache[seed] = {v.tobytes() for v in ranked[: max(1, round(len(signs) * TEST_SHARE))]}
+        return x.tobytes() in cache[seed]
+
+    def _inputs_at(self, streams: "_Streams", seed: int, split: str, i: int) -> np.random.Generator:
+        """Prompt i's INPUTS stream: the first one whose first x belongs to the split, where inputs repeat."""
+        if self.inputs == "gaussian":
+            return streams.at(i, INPUTS)
+        first = np.empty((1, self.config.n_dims), dtype=np.float32)
+        for attempt in range(MAX_TRIES):
+            stream = INPUTS if attempt == 0 else f"{INPUTS}.{attempt}"
+            self._draw_inputs(streams.at(i, stream), first)
+            if self._first_x_in_test(seed, first[0]) == (split == "test"):
+                return streams.at(i, stream)
+        raise BadInput(f"{self.name}: no first x of the {split} split in {MAX_TRIES} draws")  # ranking rules it out
+
     # -- shared machinery ----------------------------------------------------------------------
     def describe(self) -> str:
         return (self.__doc__ or "").strip().splitlines()[0]
@@ -179,7 +223,7 @@ class FunctionClass:
         drawn = [self.draw(streams.at(i, FUNCTION), active) for i in indices]
         fn = {k: np.stack([f[k] for f in drawn]) for k in drawn[0]}
         for j, i in enumerate(indices):
-            self._draw_inputs(streams.at(i, INPUTS), xs[j])
+            self._draw_inputs(self._inputs_at(streams, seed, split, i), xs[j])
 
         if parsed is not None and parsed.acts_on in ("inputs", "query"):
             xs = self._shift_inputs(parsed, xs, seed, active, lambda j: streams.at(start + j, SHIFT_CHOICE))
@@ -229,22 +273,36 @@ class FunctionClass:
                       active_dims: int | None = None, shift: str | None = None) -> dict[str, Any]:
         """Prompt i as {"task", "prompt", "target", "meta"}: the prompt reads "x_1 -> y_1; ...; x_k ->" with
         numbers rounded to 4 decimals, the target is y_k, and meta holds the exact xs, ys, the function
-        and the answer (every y)."""
+        and the answer (every y).
+
+        The target is always a scored point: k is the last point a model is scored on ("target_point",
+        0-based, in meta), which is the last point but in the families that skip some (outliers, the keys and
+        values of vector-mqar), and the prompt stops there. Those families' meta also holds "scored" (a bool
+        per point); where none is, the prompt writes every point with its y, the target is "" and
+        target_point is None."""
         p = self.prompts(seed, split, i, 1, n_points=n_points, active_dims=active_dims, shift=shift)
         xs, ys = p.xs[0], p.ys[0]
+        scored = getattr(p, "scored", None)
+        marked = np.flatnonzero(scored[0]) if scored is not None else [len(ys) - 1]
+        k = int(marked[-1]) if len(marked) else None
         fn = self.params(seed, split, i, active_dims=active_dims)
-        points = [f"{_vector(x)} -> {_number(y)}" for x, y in zip(xs[:-1], ys[:-1])]
+        shown = len(ys) if k is None else k
+        points = [f"{_vector(x)} -> {_number(y)}" for x, y in zip(xs[:shown], ys[:shown])]
+        meta = {
+            "xs": xs.tolist(), "ys": ys.tolist(),
+            "function": {name: v.tolist() for name, v in fn.items()},
+            "answer": [float(y) for y in ys],
+            "kind": self.kind, "n_dims": self.config.n_dims, "n_points": len(ys),
+            "active_dims": self.config.n_dims if active_dims is None else active_dims, "shift": shift,
+            "target_point": k,
+        }
+        if scored is not None:
+            meta["scored"] = scored[0].tolist()
         return {
             "task": self.name,
-            "prompt": "; ".join(points + [f"{_vector(xs[-1])} ->"]),
-            "target": _number(ys[-1]),
-            "meta": {
-                "xs": xs.tolist(), "ys": ys.tolist(),
-                "function": {k: v.tolist() for k, v in fn.items()},
-                "answer": [float(y) for y in ys],
-                "kind": self.kind, "n_dims": self.config.n_dims, "n_points": len(ys),
-                "active_dims": self.config.n_dims if active_dims is None else active_dims, "shift": shift,
-            },
+            "prompt": "; ".join(points + ([] if k is None else [f"{_vector(xs[k])} ->"])),
+            "target": "" if k is None else _number(ys[k]),
+            "meta": meta,
         }
 
 

@@ -54,7 +54,6 @@ from pydantic import Field, model_validator
 
 from seqlab.tasks.function_base import (
     FUNCTION,
-    INPUTS,
     NOISE,
     SHIFT_CHOICE,
     FunctionClass,
@@ -100,7 +99,7 @@ class _ScoredFunction(FunctionClass):
         drawn = [self.draw(streams.at(i, FUNCTION), active) for i in indices]
         fn = {k: np.stack([f[k] for f in drawn]) for k in drawn[0]}
         for j, i in enumerate(indices):
-            self._draw_inputs(streams.at(i, INPUTS), xs[j])
+            self._draw_inputs(self._inputs_at(streams, seed, split, i), xs[j])
         marks = self._point_draws(streams, indices, NOISE, n_points, "uniform")
         xs, scored = self._arrange(fn, xs, marks, streams, indices)
         if parsed is not None and parsed.acts_on in ("inputs", "query"):
@@ -112,13 +111,6 @@ class _ScoredFunction(FunctionClass):
             ys = self._shift_outputs(parsed, ys, streams, indices, n_points)
         return ScoredPrompts(xs, ys.astype(np.float32), scored)
 
-    def sample_record(self, seed: int, split: str, i: int, *, n_points: int | None = None,
-                      active_dims: int | None = None, shift: str | None = None) -> dict[str, Any]:
-        """FunctionClass.sample_record with meta["scored"], the points a model is scored on."""
-        kw = dict(n_points=n_points, active_dims=active_dims, shift=shift)
-        record = super().sample_record(seed, split, i, **kw)
-        record["meta"]["scored"] = self.prompts(seed, split, i, 1, **kw).scored[0].tolist()
-        return record
 
 
 # -- regression with outliers -------------------------------------------------------------------------
@@ -263,6 +255,13 @@ class VectorMQARConfig(FunctionConfig):
     n_points: int = Field(129, ge=1)
     fresh_queries: bool = True
     query_noise: float = Field(0.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _not_one_dimension(self):
+        if self.n_dims < 2:
+            raise ValueError("vector-mqar needs n_dims >= 2: on the sphere of one dimension every key, value and "
+                             "query is +1 or -1, so its prompts are too few to split into train and test")
+        return self
 
     @model_validator(mode="before")
     @classmethod

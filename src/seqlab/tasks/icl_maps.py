@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import re
 from typing import Callable, Literal
 
@@ -17,7 +18,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from seqlab.core.registry import nearest
-from seqlab.tasks.token_base import IGNORE, TokenConfig, TokenExample, TokenTask, register_token_task
+from seqlab.tasks.base import MIN_HASHED_PROBLEMS, SMALL_SPACE
+from seqlab.tasks.token_base import IGNORE, TokenConfig, TokenExample, TokenTask, register_token_task, too_few_problems
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 MAX_REDRAWS = 4000  # query words tried per prompt; the config check keeps the share told apart above 1/64
@@ -132,8 +134,10 @@ def _told_apart(answers: np.ndarray, lengths: list[int], n: int, word_len: int) 
     return (np.diff(codes, axis=1) != 0).all(axis=1)
 
 
-def check_queries(names: list[str], n: int, word_len: int, pi: tuple[int, ...]) -> None:
-    """Refuse maps that no query word tells apart, or that too few do (the query is redrawn until it does)."""
+def check_queries(names: list[str], n: int, word_len: int, pi: tuple[int, ...]) -> np.ndarray | None:
+    """Refuse maps that no query word tells apart, or that too few do (the query is redrawn until it does).
+    Returns the words told apart, an int array (count, word_len) in lexicographic order, where there are at
+    most ENUMERATE_UP_TO words to check; None for a larger space."""
     if word_len == 1 and "copy0" in names and "reverse" in names:
         raise ValueError("copy0 and reverse give the same answer on every word of 1 symbol: a query cannot tell them apart")
     for name in names:
@@ -151,7 +155,7 @@ def check_queries(names: list[str], n: int, word_len: int, pi: tuple[int, ...]) 
         # every symbol s has pi(s) = s + k (at most n - 2 symbols; summed over k, at most ((n-2)/n)^(word_len-1)
         # of the candidates, 0.85 at worst here) and reverse agrees with add k or perm on about n^(-word_len/2)
         # of them (none when word_len is odd), so more than a tenth are told apart (a test measures it).
-        return
+        return None
     words = np.array(list(itertools.product(range(n), repeat=word_len)), dtype=np.int64)
     idx = [_family(name)[1] for name in copies]
     at_copies = np.sort(words[:, idx], axis=1)
@@ -160,11 +164,45 @@ def check_queries(names: list[str], n: int, word_len: int, pi: tuple[int, ...]) 
     answers = np.zeros((len(words), len(names), word_len), dtype=np.int64)
     for j, name in enumerate(names):
         answers[:, j, :lengths[j]] = apply_map(name, words, np.array(pi))
-    good = int(_told_apart(answers, lengths, n, word_len).sum())
+    told = _told_apart(answers, lengths, n, word_len)
+    good = int(told.sum())
     if good * 64 < len(words):
         raise ValueError(f"{'no' if good == 0 else f'only {good} of the {len(words)}'} possible query words (of "
                          f"{word_len} from {n} symbols) give pairwise different answers for {', '.join(names)}: "
                          f"use more symbols, longer words or fewer maps")
+    return words[told]
+
+
+@functools.cache
+def told_apart_words(names: tuple[str, ...], n: int, word_len: int, perm_seed: int) -> np.ndarray | None:
+    """check_queries' words, once per setting."""
+    return check_queries(list(names), n, word_len, derangement(n, perm_seed))
+
+
+def count_prompts(c: "ICLMapConfig", names: list[str], told: np.ndarray | None, cap: int = MIN_HASHED_PROBLEMS) -> int:
+    """Distinct prompts of a setting (an upper bound in a mix: the map, the demonstration words and their maps'
+    order, and the query word), counted up to `cap`: a larger count is given as `cap`, so that no knob makes
+    this slow."""
+    n, w = c.n_symbols, c.word_len
+    if told is None:  # more than ENUMERATE_UP_TO query words, a tenth of them told apart
+        return cap
+    queries = len(told)
+    mix = parse_mix(c.mix, names) if c.mix is not None else None
+    fewest = sum(mix.values()) if mix is not None else c.n_demos if c.n_demos_min is None else c.n_demos_min
+    if fewest * w * math.log2(n) >= math.log2(cap):  # the demonstration words alone make cap prompts
+        return cap
+    if mix is not None:
+        orders = math.factorial(fewest)
+        for count in mix.values():
+            orders //= math.factorial(count)
+        return min(cap, orders * n ** (w * fewest) * queries * sum(1 for v in mix.values() if v))
+    choices = 1 if c.task is not None else len(names)
+    total = 0
+    for m in range(fewest, c.n_demos + 1):
+        total += choices * n ** (w * m) * queries
+        if total >= cap:
+            return cap
+    return total
 
 
 class ICLMapConfig(TokenConfig):
@@ -195,7 +233,10 @@ class ICLMapConfig(TokenConfig):
             parse_mix(self.mix, names)
             if self.n_demos_min is not None:
                 raise ValueError("mix fixes the number of demonstrations (the sum of its counts): leave n_demos_min unset")
-        check_queries(names, self.n_symbols, self.word_len, derangement(self.n_symbols, self.perm_seed))
+        told = told_apart_words(tuple(names), self.n_symbols, self.word_len, self.perm_seed)
+        # Zero-shot prompts (n_demos 0) are listed and ranked for the split, however few; others split by hash.
+        if (self.mix is not None or self.n_demos > 0) and (count := count_prompts(self, names, told)) < MIN_HASHED_PROBLEMS:
+            raise ValueError(too_few_problems(count, "prompts", "use more symbols, longer words or more demonstrations"))
         return self
 
 
@@ -236,6 +277,13 @@ class ICLMap(TokenTask):
       at the copy indices and uniform elsewhere and redrawn until that holds. The config is refused when no
       word (or fewer than 1 in 64 of those candidates) does so: copy0 and reverse on words of one symbol, a
       derangement that is a shift add k also in maps, more copies than symbols.
+
+    The split (token_base.py) reads the tokens. A setting with demonstrations splits by hash, or draws the
+    two streams independently from 64 bits of demonstration words on (8 words of 3 from 10 symbols: 80);
+    one of fewer than 64 prompts is refused. Zero-shot prompts (n_demos 0) are few: at most len(maps) times
+    the query words (about 5,000 at the defaults, 1 in 8 of them in test; training sees the others again
+    and again), and where they are at most SMALL_SPACE they are listed and ranked, so that even a handful
+    splits and the test split is never empty.
 
     meta: "maps" (the maps in play: all of `maps`), "task" (the prompt's map; None for a mix), "demos"
     ([[x, y], ...] as strings of letters), "demo_maps", "query" (the word), "answers" ({map: answer} for
@@ -288,6 +336,39 @@ class ICLMap(TokenTask):
                 return word, answers
         raise RuntimeError(f"no query word told {c.maps} apart in {MAX_REDRAWS} draws")  # the config check rules it out
 
+    # -- the split ------------------------------------------------------------------------------------
+    def problem_key(self, ex: TokenExample) -> bytes:
+        """The tokens: which answers carry targets (`score`) is not part of the problem."""
+        return np.asarray(ex.tokens, dtype=np.int64).tobytes()
+
+    def problem_bits(self) -> float:
+        c = self.config
+        fewest = sum(self.mix.values()) if self.mix is not None else c.n_demos if c.n_demos_min is None else c.n_demos_min
+        return fewest * c.word_len * math.log2(c.n_symbols)  # the demonstration words, uniform
+
+    def _zero_shot(self) -> tuple[list[str], np.ndarray] | None:
+        """(the maps a prompt may follow, the query words) of a zero-shot setting whose words are listed."""
+        c = self.config
+        told = told_apart_words(tuple(self.names), c.n_symbols, c.word_len, c.perm_seed)
+        if self.mix is not None or c.n_demos > 0 or told is None:
+            return None
+        return ([c.task] if c.task is not None else self.names), told
+
+    def small_space(self) -> int | None:
+        listed = self._zero_shot()
+        if listed is None or len(listed[0]) * len(listed[1]) > SMALL_SPACE:
+            return None
+        return len(listed[0]) * len(listed[1])
+
+    def problem(self, k: int) -> TokenExample:
+        """Zero-shot prompt k: map k // (query words), query word k % (query words), in check_queries' order.
+        Every one is equally likely under `draw` (a uniform map, a query uniform among the words told apart)."""
+        maps, told = self._zero_shot()
+        task, word = maps[k // len(told)], told[k % len(told)]
+        answers = {name: tuple(apply_map(name, word, self.pi).tolist()) for name in self.names}
+        return self._write(task, [], np.zeros((0, self.config.word_len), dtype=np.int64), word, answers, task)
+
+    # -- drawing ----------------------------------------------------------------------------------------
     def draw(self, rng: np.random.Generator) -> TokenExample:
         c = self.config
         if self.mix is not None:
@@ -301,6 +382,11 @@ class ICLMap(TokenTask):
             query_map = task
         words = rng.integers(c.n_symbols, size=(len(demo_maps), c.word_len))
         query, answers = self._query(rng)
+        return self._write(task, demo_maps, words, query, answers, query_map)
+
+    def _write(self, task: str | None, demo_maps: list[str], words: np.ndarray, query: np.ndarray,
+               answers: dict[str, tuple[int, ...]], query_map: str) -> TokenExample:
+        c = self.config
         pairs = [(w.tolist(), apply_map(name, w, self.pi).tolist()) for w, name in zip(words, demo_maps)]
         pairs.append((query.tolist(), list(answers[query_map])))
 

@@ -131,6 +131,15 @@ class KVRetrieval(TokenTask):
     name = "kv-retrieval"
     Config = KVRetrievalConfig
 
+    def problem_bits(self) -> float:
+        """From the values alone: no value is likelier than 1 / (its digit counts * 9 * 10^(value_digits_min - 1)),
+        twice that for a value redrawn to differ from the gold one. The smallest setting (one dictionary of one
+        pair of one-digit numbers) has 81 problems, enough to split by hash; the defaults have thousands of bits."""
+        c = self.config
+        one = math.log2((c.value_digits_max - c.value_digits_min + 1) * 9 * 10 ** (c.value_digits_min - 1))
+        others = c.gold_dict_size - 1 + (c.num_dicts - 1) * c.dict_size_min
+        return one + others * max(0.0, one - 1)
+
     @property
     def vocab_size(self) -> int:
         return len(NAMES)

@@ -10,6 +10,10 @@ Each node is one character (one token), drawn without repetition from `labels`, 
 tokenizer writes each node number 1-99 as one token. Nodes, and each node's neighbours, are listed
 in random order, so neither the order nor the labels give the path away.
 
+One maze has many listings, so the train/test split reads the problem, not the prompt (`problem_key`):
+the start, the end and the set of edges, whatever order the listing writes nodes and neighbours in. A
+hop count with fewer than 64 such problems (`count_mazes`: 2 nodes from 8 labels make 56) is refused.
+
 The tree: the start-to-end path of `hops` edges first, then every other node hangs from a node
 already placed, chosen uniformly. In a tree the path is unique, which makes exact match the right
 score. `valid_answer` checks a proposed path against the prompt alone (it never reads the answer):
@@ -20,12 +24,13 @@ meta: ``{"start", "end", "edges": [[u, v], ...], "path": str, "hops": int, "n_no
 
 from __future__ import annotations
 
+import math
 import random
 import string
 
 from pydantic import field_validator, model_validator
 
-from seqlab.tasks.base import Example, Task, TaskConfig
+from seqlab.tasks.base import MIN_HASHED_PROBLEMS, Example, Task, TaskConfig
 from seqlab.tasks.registry import register
 
 SEPARATORS = ">#:,-="
@@ -54,7 +59,22 @@ class MazeConfig(TaskConfig):
             raise ValueError(f"n_nodes ({self.n_nodes}) needs as many labels; labels has {len(self.labels)}")
         if self.max_len > self.n_nodes - 1:
             raise ValueError(f"a path of {self.max_len} hops needs {self.max_len + 1} nodes; n_nodes is {self.n_nodes}")
+        hops = [self.max_len] if self.sampling == "fixed" else range(self.min_len, self.max_len + 1)
+        fewest = min(hops, key=lambda h: count_mazes(len(self.labels), self.n_nodes, h))
+        if (count := count_mazes(len(self.labels), self.n_nodes, fewest)) < MIN_HASHED_PROBLEMS:
+            raise ValueError(f"only {count} distinct mazes of {self.n_nodes} nodes from {len(self.labels)} labels have "
+                             f"{fewest} hops, too few to split into train and test ({MIN_HASHED_PROBLEMS} at least): "
+                             f"use more labels or nodes")
         return self
+
+
+def count_mazes(n_labels: int, n_nodes: int, hops: int) -> int:
+    """Distinct problems (start, end, tree) with `hops` between start and end: the labels of the nodes, the
+    path as an ordered sequence of hops + 1 nodes, and the trees that contain that path, (hops + 1) *
+    n^(n - hops - 2) of them (the forests of n nodes rooted at the path's, by the generalised Cayley formula)."""
+    n, h = n_nodes, hops
+    trees = (h + 1) * n ** (n - h - 2) if h < n - 1 else 1
+    return math.comb(n_labels, n) * math.perm(n, h + 1) * trees
 
 
 def parse_adjacency(text: str) -> dict[str, list[str]]:
@@ -108,6 +128,13 @@ class Maze(Task):
         meta = {"start": start, "end": end, "edges": [[names[u], names[v]] for u, v in edges],
                 "path": path, "hops": hops, "n_nodes": n}
         return Example(fields=(start, end, "-".join(items)), ops=(">", "#", "="), answer=path, meta=meta)
+
+    def problem_key(self, ex: Example) -> str:
+        """Start, end and the tree's edges, each edge as its two labels in order and the edges sorted: the same
+        for every listing of one maze (the order of the nodes and of each node's neighbours is noise)."""
+        start, end, adjacency = ex.fields
+        edges = sorted({"".join(sorted((a, b))) for a, nbrs in parse_adjacency(adjacency).items() for b in nbrs if b})
+        return f"{start}>{end}#{','.join(edges)}"
 
     def valid_answer(self, ex: Example, output: str) -> bool:
         """Whether `output` walks from start to end along edges of the prompt's tree (no node twice).

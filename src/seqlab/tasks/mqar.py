@@ -11,7 +11,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from seqlab.tasks.token_base import IGNORE, TokenConfig, TokenExample, TokenTask, register_token_task
+import math
+
+from seqlab.tasks.base import MIN_HASHED_PROBLEMS
+from seqlab.tasks.token_base import IGNORE, TokenConfig, TokenExample, TokenTask, register_token_task, too_few_problems
 
 
 class MQARConfig(TokenConfig):
@@ -36,7 +39,27 @@ class MQARConfig(TokenConfig):
         if 4 * kv > L:
             raise ValueError(f"input_seq_len ({L}) must be at least 4 * num_kv_pairs = {4 * kv}: the pairs take "
                              f"2 * num_kv_pairs tokens and each key needs its own query slot after them")
+        if (count := self.n_sequences()) < MIN_HASHED_PROBLEMS:
+            raise ValueError(too_few_problems(count, "sequences", "raise vocab_size or input_seq_len"))
         return self
+
+    def n_sequences(self, cap: int = 2**64) -> int:
+        """Distinct (tokens, targets): ordered keys, ordered values, the slots of the queries, the fillers;
+        counted up to `cap` (a larger count is given as `cap`, so that no knob makes this slow)."""
+        V, L, k = self.vocab_size, self.input_seq_len, self.num_kv_pairs
+        half, slots = V // 2, (L - 2 * k) // 2
+        fillers = (L - 3 * k) * math.log2(V) if self.random_non_queries else 0.0
+        if log2_perm(half - 1, k) + log2_perm(V - half, k) + log2_perm(slots, k) + fillers > math.log2(cap) + 1:
+            return cap
+        count = math.perm(half - 1, k) * math.perm(V - half, k) * math.perm(slots, k)
+        return min(cap, count * (V ** (L - 3 * k) if self.random_non_queries else 1))
+
+
+def log2_perm(n: int, k: int) -> float:
+    """log2 of n! / (n - k)!, the ordered choices of k of n (-inf where k > n), without computing it."""
+    if k > n:
+        return -math.inf
+    return (math.lgamma(n + 1) - math.lgamma(n - k + 1)) / math.log(2)
 
 
 @register_token_task
@@ -66,7 +89,9 @@ class MQAR(TokenTask):
     Every sequence has length exactly L. meta: keys and values (in pair order), query_positions[j] (where
     key j is queried), gaps, and "answer": the values in the order they are asked for (the targets read
     left to right). A small vocabulary with few pairs makes a small space (vocab 17, length 16, 2 pairs,
-    no filler: 42 * 72 * 30 = 90720 sequences), which the train and test streams then share.
+    no filler: 42 * 72 * 30 = 90720 sequences, `MQARConfig.n_sequences`): below 2^64 equally likely
+    keys, values and fillers a draw is kept where its sequence hashes to its split (token_base.py), and
+    a setting of fewer than 64 sequences is refused (vocab 5, length 4, one pair: 15).
     """
 
     name = "mqar"
@@ -78,6 +103,13 @@ class MQAR(TokenTask):
         self._slots = (c.input_seq_len - 2 * c.num_kv_pairs) // 2
         self._p = np.arange(1, self._slots + 1, dtype=np.float64) ** (c.power_a - 1)
         self._p /= self._p.sum()
+
+    def problem_bits(self) -> float:
+        # Keys, values and fillers are uniform; the query slots (not counted) only add to it.
+        c = self.config
+        V, k, half = c.vocab_size, c.num_kv_pairs, c.vocab_size // 2
+        fillers = (c.input_seq_len - 3 * k) * math.log2(V) if c.random_non_queries else 0.0
+        return log2_perm(half - 1, k) + log2_perm(V - half, k) + fillers
 
     @property
     def vocab_size(self) -> int:

@@ -1,18 +1,35 @@
 """String tasks over a configurable alphabet: copy, reverse and sort.
 
 meta: ``{"input": str, "answer": str, "length": int}``. Sort orders characters ascending by code point.
+
+A string has at most MAX_STRING_LEN characters: its prompt and answer take 2 * max_len + 3 tokens, and the
+models trained here read a few thousand positions at most (a decoder's position table defaults to 1024).
+Strings of a large space are drawn character by character (linear in the length); problem number k, k
+written in base len(alphabet), names a string of a small space (the split ranks them all).
 """
 
 from __future__ import annotations
 
-from pydantic import field_validator
+import random
+
+from pydantic import field_validator, model_validator
 
 from seqlab.tasks.base import Example, Task, TaskConfig
 from seqlab.tasks.registry import register
 
+MAX_STRING_LEN = 10_000
+
 
 class StringConfig(TaskConfig):
     alphabet: str = "abcdefghijklmnopqrstuvwxyz"
+
+    @model_validator(mode="after")
+    def _short_enough(self):
+        if self.max_len > MAX_STRING_LEN:
+            raise ValueError(f"max_len={self.max_len} is above the limit of {MAX_STRING_LEN} characters: a prompt "
+                             f"and its answer take 2 * max_len + 3 tokens, beyond what the models here read "
+                             f"(a decoder's position table defaults to 1024)")
+        return self
 
     @field_validator("alphabet")
     @classmethod
@@ -44,9 +61,16 @@ class _StringTask(Task):
         for _ in range(n):  # k written in base len(alphabet), one digit per character
             k, d = divmod(k, len(alphabet))
             chars.append(alphabet[d])
-        s = "".join(chars)
+        return self._example("".join(chars))
+
+    def random_problem(self, lengths: tuple[int, ...], rng: random.Random, size: int) -> Example:
+        # Uniform over the len(alphabet) ** n strings, as problem(lengths, rng.randrange(size)) is, but linear
+        # in n: decoding a number of n base-26 digits takes n divisions of an n-digit number.
+        return self._example("".join(rng.choices(self.config.alphabet, k=lengths[0])))
+
+    def _example(self, s: str) -> Example:
         answer = self.transform(s)
-        return Example(fields=(s,), ops=("=",), answer=answer, meta={"input": s, "answer": answer, "length": n})
+        return Example(fields=(s,), ops=("=",), answer=answer, meta={"input": s, "answer": answer, "length": len(s)})
 
 
 @register
