@@ -11,118 +11,19 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import re
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from seqlab.core.registry import nearest
 from seqlab.tasks.base import MIN_HASHED_PROBLEMS, SMALL_SPACE
+from seqlab.core.registry import nearest
+from seqlab.tasks.icl_map_functions import map_family, answer_len, apply_map, derangement, parse_maps, parse_mix
 from seqlab.tasks.token_base import IGNORE, TokenConfig, TokenExample, TokenTask, register_token_task, too_few_problems
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 MAX_REDRAWS = 4000  # query words tried per prompt; the config check keeps the share told apart above 1/64
 ENUMERATE_UP_TO = 4096  # query spaces this small are checked word by word when the config is built
-
-
-# A map takes words, an int array (..., word_len) of symbols 0 .. n-1, its parameter (k or h; 0 where it
-# has none) and the derangement pi (an int array (n,)), and returns the answers, an int array (..., m).
-def _add(words: np.ndarray, k: int, pi: np.ndarray) -> np.ndarray:
-    return (words + k) % len(pi)
-
-
-def _copy(words: np.ndarray, h: int, pi: np.ndarray) -> np.ndarray:
-    return words[..., h:h + 1]
-
-
-def _reverse(words: np.ndarray, _: int, pi: np.ndarray) -> np.ndarray:
-    return words[..., ::-1]
-
-
-def _perm(words: np.ndarray, _: int, pi: np.ndarray) -> np.ndarray:
-    return pi[words]
-
-
-MAPS: dict[str, tuple[str, Callable[[np.ndarray, int, np.ndarray], np.ndarray]]] = {
-    "add{k}": ("each symbol shifted by k mod n_symbols, 1 <= k < n_symbols (add1: the next letter)", _add),
-    "copy{h}": ("the one symbol at index h, 0 <= h < word_len", _copy),
-    "reverse": ("the word reversed", _reverse),
-    "perm": ("each symbol mapped through a fixed derangement of the alphabet, drawn from perm_seed", _perm),
-}
-_NAME = re.compile(r"(add|copy)(0|[1-9][0-9]*)|reverse|perm")
-
-
-def _family(name: str) -> tuple[str, int]:
-    """'add3' -> ('add{k}', 3), 'copy0' -> ('copy{h}', 0), 'reverse' -> ('reverse', 0)."""
-    m = _NAME.fullmatch(name)
-    if m is None or m.group(1) is None:
-        return name, 0
-    return ("add{k}" if m.group(1) == "add" else "copy{h}"), int(m.group(2))
-
-
-def apply_map(name: str, words: np.ndarray, pi: np.ndarray) -> np.ndarray:
-    family, arg = _family(name)
-    return MAPS[family][1](words, arg, pi)
-
-
-def answer_len(name: str, word_len: int) -> int:
-    return 1 if name.startswith("copy") else word_len
-
-
-def map_names(n_symbols: int, word_len: int) -> list[str]:
-    """Every map a config with this alphabet and word length can name."""
-    return [f"add{k}" for k in range(1, n_symbols)] + [f"copy{h}" for h in range(word_len)] + ["reverse", "perm"]
-
-
-def parse_maps(text: str, n_symbols: int, word_len: int) -> list[str]:
-    """The names of a comma list, checked: known, in range, each once."""
-    names = [name.strip() for name in text.split(",")]
-    for j, name in enumerate(names):
-        m = _NAME.fullmatch(name)
-        if m is None:
-            near = nearest(name, map_names(n_symbols, word_len))
-            hint = f" (did you mean '{near}'?)" if near else f" (maps are {', '.join(MAPS)})"
-            raise ValueError(f"unknown map '{name}' in maps{hint}")
-        family, arg = _family(name)
-        if family == "add{k}" and not 1 <= arg < n_symbols:
-            raise ValueError(f"map '{name}': k must be 1 .. {n_symbols - 1} for an alphabet of {n_symbols} symbols "
-                             f"(add0 would leave every word as it is)")
-        if family == "copy{h}" and arg >= word_len:
-            raise ValueError(f"map '{name}': the index must be 0 .. {word_len - 1} for words of {word_len} symbols")
-        if name in names[:j]:
-            raise ValueError(f"map '{name}' is listed twice in maps")
-    return names
-
-
-def parse_mix(text: str, names: list[str]) -> dict[str, int]:
-    """'add1:3,perm:2' -> {'add1': 3, 'perm': 2}, every name one of `names`."""
-    mix: dict[str, int] = {}
-    for entry in text.split(","):
-        name, colon, count = (part.strip() for part in entry.partition(":"))
-        if not colon or not count.isdigit():
-            raise ValueError(f"mix entry '{entry.strip()}' must be name:count, as in 'add1:3,perm:2'")
-        if name not in names:
-            near = nearest(name, names)
-            hint = f"did you mean '{near}'? " if near else ""
-            raise ValueError(f"mix names '{name}', which is not in maps ({hint}maps: {', '.join(names)})")
-        if name in mix:
-            raise ValueError(f"mix names '{name}' twice")
-        mix[name] = int(count)
-    if sum(mix.values()) == 0:
-        raise ValueError("mix must hold at least one demonstration")
-    return mix
-
-
-@functools.cache
-def derangement(n_symbols: int, perm_seed: int) -> tuple[int, ...]:
-    """A uniform permutation of 0 .. n-1 without fixed points: NumPy permutations from perm_seed, redrawn
-    until none fixes a symbol (each try succeeds with probability about 1/e)."""
-    rng = np.random.default_rng(perm_seed)
-    while True:
-        pi = rng.permutation(n_symbols)
-        if (pi != np.arange(n_symbols)).all():
-            return tuple(pi.tolist())
 
 
 def _told_apart(answers: np.ndarray, lengths: list[int], n: int, word_len: int) -> np.ndarray:
@@ -141,7 +42,7 @@ def check_queries(names: list[str], n: int, word_len: int, pi: tuple[int, ...]) 
     if word_len == 1 and "copy0" in names and "reverse" in names:
         raise ValueError("copy0 and reverse give the same answer on every word of 1 symbol: a query cannot tell them apart")
     for name in names:
-        family, k = _family(name)
+        family, k = map_family(name)
         if family == "add{k}" and "perm" in names and all(pi[s] == (s + k) % n for s in range(n)):
             why = (f"every derangement of {n} symbols is a shift" if n <= 3
                    else f"the derangement drawn from this perm_seed is the shift by {k}: choose another perm_seed")
@@ -157,7 +58,7 @@ def check_queries(names: list[str], n: int, word_len: int, pi: tuple[int, ...]) 
         # of them (none when word_len is odd), so more than a tenth are told apart (a test measures it).
         return None
     words = np.array(list(itertools.product(range(n), repeat=word_len)), dtype=np.int64)
-    idx = [_family(name)[1] for name in copies]
+    idx = [map_family(name)[1] for name in copies]
     at_copies = np.sort(words[:, idx], axis=1)
     words = words[(np.diff(at_copies, axis=1) != 0).all(axis=1)]  # the candidates: distinct symbols at the copies
     lengths = [answer_len(name, word_len) for name in names]
@@ -303,7 +204,7 @@ class ICLMap(TokenTask):
         # The mix's demonstration maps before shuffling: each name count times.
         self.mix_order = [name for name, count in (self.mix or {}).items() for _ in range(count)]
         self.pi = np.array(derangement(c.n_symbols, c.perm_seed), dtype=np.int64)
-        self._copies = [_family(name)[1] for name in self.names if name.startswith("copy")]
+        self._copies = [map_family(name)[1] for name in self.names if name.startswith("copy")]
         self.arrow, self.comma, self.eos = c.n_symbols + 1, c.n_symbols + 2, c.n_symbols + 3
 
     @property
