@@ -61,6 +61,24 @@ def test_a_claim_about_one_option_is_judged_only_under_it():
     assert not claim.applies("smoke", argparse.Namespace(task="copy"))
 
 
+def test_a_claim_about_one_of_a_list_option_is_judged_only_when_it_is_chosen():
+    import argparse
+
+    claim = Claim("x", "y", metric="m", threshold=1.0, includes=(("tasks", "sparse-parity"),))
+    assert claim.applies("cpu", argparse.Namespace(tasks=("linear-regression", "sparse-parity")))
+    assert not claim.applies("cpu", argparse.Namespace(tasks=("linear-regression",)))
+
+
+def test_mambaformer_runs_the_tasks_it_is_given(cli, tmp_path):
+    out = tmp_path / "mf"
+    code, _, err = cli("reproduce", "mambaformer", "--budget", "smoke", "--out", out, "--quiet", "--tasks", "decision-tree")
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["runs"]) == ["decision-tree-mamba", "decision-tree-mambaformer", "decision-tree-transformer"]
+    code, _, err = cli("reproduce", "mambaformer", "--budget", "smoke", "--out", tmp_path / "x", "--tasks", "parity")
+    assert code == 2 and "--tasks takes a comma list" in err and "Traceback" not in err
+
+
 def test_an_unknown_recipe_names_the_nearest_or_lists_them_all():
     from seqlab.core.errors import BadInput
     from seqlab.recipes import get_recipe

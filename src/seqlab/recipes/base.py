@@ -46,9 +46,11 @@ class Claim:
     direction: str = "at_least"
     budgets: tuple[str, ...] = ("cpu", "gpu")  # the budgets at which the claim is tested
     when: tuple[tuple[str, Any], ...] = ()  # recipe options the claim is about, e.g. (("task", "copy"),)
+    includes: tuple[tuple[str, Any], ...] = ()  # list options that must hold a value, e.g. (("tasks", "sparse-parity"),)
 
     def applies(self, budget: str, options: argparse.Namespace) -> bool:
-        return budget in self.budgets and all(getattr(options, k, None) == v for k, v in self.when)
+        return (budget in self.budgets and all(getattr(options, k, None) == v for k, v in self.when)
+                and all(v in (getattr(options, k, None) or ()) for k, v in self.includes))
 
     def judge(self, metrics: dict[str, Any]) -> dict[str, Any]:
         ours = metrics.get(self.metric)
