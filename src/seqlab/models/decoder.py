@@ -29,7 +29,7 @@ from pydantic import model_validator
 
 from seqlab.core.targets import IGNORE
 from seqlab.models.block_config import BlockConfig
-from seqlab.models.mixers.attention import SeqContext
+from seqlab.models.mixers.attention import CausalSelfAttention, SeqContext
 from seqlab.models.fused import swiglu
 from seqlab.models.hook_points import HookPoint
 from seqlab.models.mixers.registry import MIXERS, make_mixer, restore_own_inits, with_mixer_settings
@@ -222,11 +222,25 @@ class Decoder(nn.Module):
         logits, wanted = self.scored_logits(tokens, targets, pos_ids)
         return F.cross_entropy(logits.float(), wanted)
 
+    def new_caches(self, batch: int, max_len: int, device, kv_cache=None) -> list:
+        """One decoding cache per block (and the canon layer's, last). `kv_cache(layer, batch, n_heads,
+        head_dim)` makes an attention layer's cache (seqlab.models.kvcache); the default is the full one."""
+        dtype = self.tok_emb.weight.dtype
+        caches = []
+        for i, b in enumerate(self.blocks):
+            if kv_cache is not None and isinstance(b.mixer, CausalSelfAttention):
+                caches.append(kv_cache(i, batch, b.mixer.n_heads, b.mixer.head_dim))
+            else:
+                caches.append(b.mixer.init_cache(batch, max_len, device, dtype))
+        if self.canon is not None:
+            caches.append(self.canon.init_cache())
+        return caches
+
     @torch.no_grad()
     def generate(self, prompt, prompt_pos, pos_base, max_new_tokens: int, eos: int, use_cache: bool = True,
-                 pick=None) -> torch.Tensor:
+                 pick=None, kv_cache=None) -> torch.Tensor:
         """Decoding for a batch of prompts of equal length: greedy, or `pick(logits (B, V)) -> (B,)` ids
-        (seqlab.eval.sampling).
+        (seqlab.eval.sampling). `kv_cache` makes each attention layer's cache (see new_caches).
 
         prompt, prompt_pos: (B, Lp); pos_base: (B,), the position id of the first new token.
         Returns (B, max_new_tokens); rows that finished early are filled with `eos`.
@@ -237,10 +251,7 @@ class Decoder(nn.Module):
         tokens, pos = prompt, prompt_pos
         caches = None
         if use_cache:
-            dtype = self.tok_emb.weight.dtype
-            caches = [b.mixer.init_cache(B, Lp + max_new_tokens, prompt.device, dtype) for b in self.blocks]
-            if self.canon is not None:
-                caches.append(self.canon.init_cache())
+            caches = self.new_caches(B, Lp + max_new_tokens, prompt.device, kv_cache)
             logits = self(prompt, prompt_pos, caches, start=0)
         for j in range(max_new_tokens):
             if not use_cache:

@@ -15,7 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from seqlab.core.errors import BadInput
 from seqlab.models.hook_points import HookPoint
+from seqlab.models.kvcache.base import Cache
 from seqlab.models.mixers.registry import mixer
 from seqlab.models.positions import (
     alibi_bias,
@@ -95,6 +97,8 @@ class CausalSelfAttention(nn.Module):
         if ctx.rope is not None:
             cos, sin = ctx.rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if isinstance(cache, Cache):  # a compressed or evicting cache attends over what it keeps
+            return self._attend_cached(q, k, v, ctx, cache)
         past = cache.length if cache is not None else 0
         k_ids = ctx.pos_ids
         if cache is not None:
@@ -126,6 +130,16 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=drop)
         z = self.hook_z(y.transpose(1, 2))  # (B, L, H, hd): each head's output, before the heads are mixed
         return self.proj(z.reshape(B, L, D))
+
+    def _attend_cached(self, q, k, v, ctx: SeqContext, cache: Cache) -> torch.Tensor:
+        if self.position in ("alibi", "coupling_relative") or ctx.key_mask is not None:
+            raise BadInput(f"a compressed KV cache attends without a logit bias; position {self.position!r} adds one")
+        if self.length_scale is not None:  # as in forward: the query at index t sees t + 1 keys
+            n_keys = (ctx.positions[:1] + 1).clamp_min(2).to(q.dtype)
+            q = q * (self.length_scale[None, :, None, None] * n_keys.log()[:, None, :, None])
+        B, H, L, hd = q.shape
+        z = self.hook_z(cache.attend(q, k, v).transpose(1, 2))
+        return self.proj(z.reshape(B, L, H * hd))
 
 
 @mixer("attention", "causal softmax attention (SDPA), any position scheme")
