@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from seqlab.core.configs import Config, task_params, task_section
 from seqlab.core.errors import BadInput
 from seqlab.core.io import write_json
+from seqlab.core.targets import IGNORE
 from seqlab.data.tokens import TokenStream
 from seqlab.eval.token_scoring import score_tokens
 from seqlab.models import ModelConfig, build, check_arch
@@ -22,6 +24,7 @@ from seqlab.models.decoder import TABLE_POSITIONS
 from seqlab.runs.kind import KINDS, EvalRequest, Parts, RunKind
 from seqlab.runs.loaded import Prompt
 from seqlab.tasks.token_base import TOKEN_TASKS, TokenTask, get_token_task
+from seqlab.tasks.token_mixture import TokenMixture
 from seqlab.train import TrainConfig
 from seqlab.train.tvp import TVPConfig, TVPObjective
 
@@ -82,10 +85,26 @@ def evaluate_tokens(run, n: int, seed: int | None = None, task_overrides: dict[s
         raise BadInput(f"the task now needs {task.vocab_size} token ids; the model reads {model.vocab_size}")
     seed = config.train.seed if seed is None else seed
     tokens, targets = task.batch(seed, "test", 0, n)
-    result = {"task": config.task["name"], "task_config": task.config.to_json(), "seed": seed,
-              **score_tokens(model, tokens, targets)}
+    scores = score_tokens(model, tokens, targets, keep_right=True)
+    right = scores.pop("right")
+    result = {"task": config.task["name"], "task_config": task.config.to_json(), "seed": seed, **scores}
+    if isinstance(task, TokenMixture):
+        result["by_component"] = score_by_component(task, task.component_indices(seed, "test", 0, n), right, targets)
     write_json(Path(run.run_dir) / "eval" / "accuracy.json", result)
     return result
+
+
+def score_by_component(task: TokenMixture, rows: np.ndarray, right: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """A mixture's test scores split by the component of each sequence (`rows`: its index), keyed by label."""
+    scored = targets != IGNORE
+    out = {}
+    for k, label in enumerate(task.labels):
+        mine = rows == k
+        n_scored = int(scored[mine].sum())
+        whole = np.all(right[mine] | ~scored[mine], axis=1)
+        out[label] = {"accuracy": float(right[mine].sum() / max(n_scored, 1)),
+                      "exact_match": float(whole.mean()) if len(whole) else 0.0, "n": int(mine.sum()), "n_scored": n_scored}
+    return out
 
 
 class TokenKind(RunKind):
@@ -121,8 +140,12 @@ class TokenKind(RunKind):
         return evaluate_tokens(run, request.n, request.seed)
 
     def eval_tables(self, result: dict[str, Any], request: EvalRequest) -> list:
-        return [f"{result['task']}: accuracy {result['accuracy']:.4f} over {result['n_scored']} scored positions, "
-                f"exact match {result['exact_match']:.4f} over {result['n']} test sequences (eval/accuracy.json)"]
+        lines = [f"{result['task']}: accuracy {result['accuracy']:.4f} over {result['n_scored']} scored positions, "
+                 f"exact match {result['exact_match']:.4f} over {result['n']} test sequences (eval/accuracy.json)"]
+        for label, part in result.get("by_component", {}).items():
+            lines.append(f"  {label}: accuracy {part['accuracy']:.4f}, exact match {part['exact_match']:.4f} "
+                         f"over {part['n']} sequences")
+        return lines
 
     def vocabulary(self, run) -> dict[str, Any]:
         task, model = run.task, run.model

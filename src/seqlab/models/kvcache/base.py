@@ -8,6 +8,9 @@ output; what it keeps of the keys and values is its own business. Every cache he
 - a later call attends over what is stored (`past_logits`, `past_mix`) plus the new tokens themselves,
   which it then stores (`store`).
 
+A cache whose heads share attention probabilities (CHAI) overrides `attend` itself; its prefill is exact
+only where the method says so.
+
 `nbytes()` is what the cache holds for its requests, counted from the tensors it keeps (`stored()`);
 what every request shares (a dictionary) is `shared_nbytes()`, counted once per model. The exact parts
 are kept in 16 bits, as the papers' full cache is: `FullCache` is the baseline the ratios are taken
@@ -66,6 +69,11 @@ class Cache:
     def shared(self) -> dict[str, torch.Tensor]:
         """Tensors shared by every request (a dictionary), counted once per model."""
         return {}
+
+    def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values (B, H, T, hd) attention sees, rebuilt plainly: the reference path
+        (ordinary attention over them equals `attend`'s, which the parity tests check)."""
+        raise NotImplementedError
 
     # -- the contract --------------------------------------------------------------------------------
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
