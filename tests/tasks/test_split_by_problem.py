@@ -35,6 +35,12 @@ SMALLEST = {
              dict(vocab_size=17, input_seq_len=16, num_kv_pairs=2, random_non_queries=False)],
     "kv-retrieval": [dict(num_dicts=1, gold_dict_size=1, dict_size_min=0, dict_size_max=0, key_digits_min=1,
                           key_digits_max=1, value_digits_min=1, value_digits_max=1)],
+    # A mixture splits as its components do: one of each kind of split (listed, hashed), and one task twice.
+    "token-mixture": [dict(components=[dict(name="count3", length=2, seed_size=1, seed_max=2),
+                                       dict(name="mqar", vocab_size=9, input_seq_len=4, num_kv_pairs=1)]),
+                      dict(components=[dict(name="icl-map", n_demos=0, maps="add1", n_symbols=2, word_len=1),
+                                       dict(name="count3", length=8, seed_size=3, seed_max=8, weight=3),
+                                       dict(name="count3", length=16, seed_size=5, seed_max=16)])],
     "icl-map": [dict(n_demos=0, maps="add1", n_symbols=2, word_len=1),
                 dict(n_demos=0, maps="copy0,copy1,add1", n_symbols=3, word_len=2),
                 dict(n_demos=0), dict(n_demos=1, maps="add1,reverse", n_symbols=3, word_len=2)],

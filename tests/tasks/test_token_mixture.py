@@ -25,7 +25,7 @@ def mqar_knobs(r: random.Random) -> dict:
     if r.random() < 0.8:
         kv = r.randint(1, 3)
         length = 2 * r.randint(2 * kv, 2 * kv + 4)
-        return {"num_kv_pairs": kv, "input_seq_len": length, "vocab_size": r.randint(length + 1, length + 60)}
+        return {"num_kv_pairs": kv, "input_seq_len": length, "vocab_size": r.randint(max(length + 1, 9), length + 60)}
     # Without filler a setting needs more room to hold 64 sequences.
     return {"num_kv_pairs": 2, "input_seq_len": 16, "vocab_size": r.randint(17, 80), "random_non_queries": False}
 
