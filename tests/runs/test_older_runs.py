@@ -23,15 +23,19 @@ KINDS = ("text", "token", "icl")
 TIMINGS = ("tokens_per_s", "train_seconds")
 
 
-def _same(a, b) -> bool:
-    """Equal, but for floats within 1e-12: least squares in its interpolation regime gives errors of about
-    1e-14 whose last digits vary from run to run with BLAS threading (the model's numbers are exact)."""
+def _same(a, b, rel: float = 1e-6) -> bool:
+    """Equal, but for floats within a relative 1e-6 (and 1e-12 absolute). The stored numbers were written on
+    another CPU: float32 kernels dispatch by instruction set (AVX2 or AVX-512, Intel or AMD) and sum in a
+    different order, which moves the seventh or eighth digit of a loss (measured: 5e-8 relative). On one
+    machine the numbers are bitwise equal, which the resume tests in tests/faults check; a wrong mixer
+    setting or a changed computation moves them by far more. Least squares in its interpolation regime
+    gives errors of about 1e-14 whose digits vary with BLAS threading, hence the absolute floor."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(_same(a[k], b[k], rel) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y, rel) for x, y in zip(a, b))
     if isinstance(a, float) and isinstance(b, float):
-        return a == b or abs(a - b) <= 1e-12
+        return a == b or abs(a - b) <= max(1e-12, rel * max(abs(a), abs(b)))
     return a == b
 
 
@@ -62,8 +66,6 @@ def test_an_older_run_evaluates_to_the_same_numbers(cli, kind, tmp_path):
     assert code == 0, err
     got = json.loads(out)
     got.pop("run_dir", None)
-    if kind == "icl":  # the model's own curve exactly
-        assert got["curves"]["model"] == json.loads((OLDER / f"{kind}.eval.json").read_text())["curves"]["model"]
     assert _same(got, json.loads((OLDER / f"{kind}.eval.json").read_text()))
 
 
@@ -76,4 +78,4 @@ def test_an_older_run_resumes_to_the_same_loss_curve(cli, kind, tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     got = [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
     want = [json.loads(line) for line in (OLDER / f"{kind}.metrics_at_12.jsonl").read_text().splitlines()]
-    assert got == want
+    assert _same(got, want)

@@ -1,6 +1,7 @@
 """Token runs: a task that writes token ids itself (MQAR, Triplet-Counting, key-value retrieval, in-context
-maps), a backbone of any mixers reading them, scored at the task's chosen positions: accuracy over the scored
-positions and exact match over whole sequences, instead of a decoded answer string.
+maps, or a mixture of them), a backbone of any mixers reading them, scored at the task's chosen positions:
+accuracy over the scored positions and exact match over whole sequences, instead of a decoded answer string
+(for a mixture, also per component).
 
 config.json holds `"kind": "token"`.
 """

@@ -131,6 +131,7 @@ class TokenMixture(TokenTask):
         built = [component_task(k, entry) for k, entry in enumerate(self.config.components)]
         self.components: list[TokenTask] = [task for task, _ in built]
         weights = np.array([w for _, w in built], dtype=np.float64)
+        weights /= weights.max()  # first, so that two weights near the float limit do not sum to inf
         self.shares = weights / weights.sum()
         sizes = [task.vocab_size for task in self.components]
         self.offsets: list[int] = [int(x) for x in np.cumsum([0] + [v - 1 for v in sizes[:-1]])]
