@@ -23,9 +23,9 @@ import torch
 from seqlab.core.version import __version__
 from seqlab.core.errors import BadInput
 from seqlab.core.io import PARTIAL_WRITE, atomic_write_text, read_json, write_json
-from seqlab.core.lock import LOCK_NAME, folder_lock
+from seqlab.core.lock import folder_lock
 from seqlab.core.registry import Registry
-from seqlab.runs.directory import WRITE_PROBE, check_writable, is_run_dir
+from seqlab.runs.directory import check_writable, is_own_leftover, is_run_dir
 from seqlab.train import pick_device
 
 BUDGETS = ("smoke", "cpu", "gpu")
@@ -166,8 +166,7 @@ def check_recipe_dir(out: Path, name: str) -> None:
                 whose = f"recipe '{held}'" if held else f"something else ({marker} is not a recipe's)"
                 raise BadInput(f"{out} holds {whose}, not recipe '{name}'; choose a new --out")
             return
-    if any(p.name != LOCK_NAME and not p.name.startswith(WRITE_PROBE) and not PARTIAL_WRITE.fullmatch(p.name)
-           for p in out.iterdir()):
+    if any(not is_own_leftover(p.name) for p in out.iterdir()):
         raise BadInput(f"{out} exists, is not empty and is not a recipe's folder; choose a new --out")
 
 

@@ -19,10 +19,10 @@ from seqlab.data.text import Labelled, MixtureStream
 from seqlab.core.errors import BadInput
 from seqlab.eval.decode import decode, exact_match
 from seqlab.formats.format import Format
-from seqlab.core.io import PARTIAL_WRITE, read_json, write_json
-from seqlab.core.lock import LOCK_NAME, folder_lock
+from seqlab.core.io import read_json, write_json
+from seqlab.core.lock import folder_lock
 from seqlab.runs import load, read_config, train
-from seqlab.runs.directory import WRITE_PROBE, check_writable
+from seqlab.runs.directory import check_writable, is_own_leftover
 from seqlab.runs.text import TEXT, build_parts, evaluate_by_length
 from seqlab.train import RunConfig, Trainer
 from seqlab.self_improve.config import (
@@ -152,8 +152,7 @@ def _check_out(out: Path, spec: dict[str, Any]) -> None:
         raise BadInput(f"{out} exists and is not a directory; choose a new --out")
     if spec_path.exists() and not _same_or_extended(read_json(spec_path), spec):
         raise BadInput(f"{out} holds a different self-improvement run; choose a new --out")
-    if not spec_path.exists() and out.exists() and any(p.name != LOCK_NAME and not p.name.startswith(WRITE_PROBE)
-                                                       and not PARTIAL_WRITE.fullmatch(p.name) for p in out.iterdir()):
+    if not spec_path.exists() and out.exists() and any(not is_own_leftover(p.name) for p in out.iterdir()):
         raise BadInput(f"{out} exists and is not a self-improvement run; choose a new --out")
 
 
