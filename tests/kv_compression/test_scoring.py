@@ -54,3 +54,11 @@ def test_collected_vectors_are_the_non_pad_keys_and_values(setting):
     n_tokens = int((tokens[:5] != task.pad_id).sum())
     assert len(kv) == 2 and all(k.shape == v.shape == (n_tokens * 2, 32) for k, v in kv)
     assert collect_kv(model, tokens[:5], pad_id=task.pad_id, max_vectors=10)[0][0].shape == (10, 32)
+
+
+def test_decoding_can_stop_early_and_only_the_positions_before_count(setting):
+    _, model, tokens, targets = setting
+    first = int(np.flatnonzero((targets != -100).any(0))[0])
+    short = score_with_cache(model, tokens, targets, make_factory(model, CacheSpec(method="full")), decode=6)
+    assert short["n_scored"] == int((targets[:, :first + 6] != -100).sum()) < int((targets != -100).sum())
+    assert short["kv_bytes"] == 2 * 2 * 2 * (first + 6) * 32 * 2

@@ -29,6 +29,7 @@ class CacheSpec(Config):
     rel_tol: float | None = Field(None, ge=0, lt=1)
     packed_indices: bool = False
     dictionary: str = "universal"  # lexico: which learned dictionary (the recipe's names)
+    rank: int = Field(8, ge=1)  # pca: the directions kept (the bases given must have this rank)
     bits: int = 2  # kivi
     group: int = Field(32, ge=1)
     residual: int = Field(32, ge=0)
@@ -43,7 +44,7 @@ class CacheSpec(Config):
     def name(self) -> str:
         if self.label:
             return self.label
-        return {"full": "full", "lexico": f"lexico s={self.sparsity}", "pca": "pca", "kivi": f"kivi-{self.bits}",
+        return {"full": "full", "lexico": f"lexico s={self.sparsity}", "pca": f"pca r={self.rank}", "kivi": f"kivi-{self.bits}",
                 "snapkv": f"snapkv {self.budget}", "pyramidkv": f"pyramidkv {self.budget}",
                 "window": f"window {self.window}", "chai": f"chai k={self.clusters} {self.mode}"}[self.method]
 

@@ -21,16 +21,20 @@ from seqlab.models.kvcache.base import Cache
 
 @torch.no_grad()
 def score_with_cache(model, tokens: np.ndarray, targets: np.ndarray, kv_cache: Callable | None,
-                     prefill: int | None = None, batch: int = 256) -> dict[str, Any]:
+                     prefill: int | None = None, decode: int | None = None, batch: int = 256) -> dict[str, Any]:
     """Accuracy at the scored positions, exact match per sequence, and the cache's bytes per sequence
     at the end (`kv_bytes`, what each request keeps; `shared_bytes`, counted once), with decode tokens/s.
-    `kv_cache=None` is the model's own cache (the float32 reference, no byte count)."""
+    `kv_cache=None` is the model's own cache (the float32 reference, no byte count). `decode` stops after
+    that many tokens past the prefill: only the scored positions before there count (a short question
+    after a long context)."""
     model.eval()
-    scored = targets != IGNORE
-    first = int(np.flatnonzero(scored.any(0))[0])
+    first = int(np.flatnonzero((targets != IGNORE).any(0))[0])
     P = first if prefill is None else prefill
     if not 1 <= P <= first + 1:
         raise ValueError(f"the prefill must hold 1..{first + 1} tokens (the first scored position is {first}), got {P}")
+    if decode is not None:
+        tokens, targets = tokens[:, :P + decode], targets[:, :P + decode]
+    scored = targets != IGNORE
     right = np.zeros(targets.shape, dtype=bool)
     kv_bytes, shared, decode_s, decoded = 0, 0, 0.0, 0
     for s in range(0, len(tokens), batch):

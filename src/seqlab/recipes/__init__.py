@@ -2,8 +2,8 @@
 
 from seqlab.recipes.base import RECIPES, Claim, Recipe, get_recipe, run_recipe
 from seqlab.recipes import (  # noqa: F401  (registers the recipes)
-    addition, entp, icl_newton, icl_regression, length_generalization, looped, mambaformer, mqar, needles, self_improve,
-    superposition, task_vectors, tvp,
+    addition, entp, icl_newton, icl_regression, length_generalization, lexico, looped, mambaformer, mqar, needles,
+    self_improve, superposition, task_vectors, tvp,
 )
 
 __all__ = ["RECIPES", "Claim", "Recipe", "get_recipe", "run_recipe"]
