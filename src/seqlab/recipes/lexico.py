@@ -5,9 +5,11 @@ Triplet-Counting, in-context maps) beside the target tasks (MQAR with many pairs
 each over its own ids. Lexico's dictionaries are learned per layer from the keys and values of the
 stand-ins alone (universal), and for control from the target's own (task-specific); a random dictionary
 and PCA at the same bytes are the other controls. Every cache of seqlab.models.kvcache is then scored on
-the target's test split: the context is prefilled and the next `decode` tokens (the queries) are decoded
-through the cache, teacher-forced, so a query reaches the cache only after its context was stored: SnapKV,
-which chooses the tokens to keep with the prompt's last queries, cannot know which key will be asked.
+the target's test split: everything before the first scored position is prefilled and the next `decode`
+tokens are decoded through the cache, teacher-forced. In MQAR that prefill is the key-value pairs alone, so
+a query reaches the cache only after its context was stored: SnapKV, which chooses the tokens to keep with
+the prompt's last queries, cannot know which key will be asked (the claims are about this case). In
+key-value retrieval the prefill ends after the question, SnapKV's best case: the two targets bracket it.
 
 Bytes are what the caches store per sequence at the end (seqlab.models.kvcache: fp8 coefficients,
 bit-packed ⌈log2 N⌉-bit atom indices unless said "int16", the exact buffer), as a share of the 16-bit full
