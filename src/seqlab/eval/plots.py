@@ -238,3 +238,61 @@ def loss_by_step(steps: list[int], losses: list[float], title: str = "") -> byte
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def inertia_by_k(curves: dict[str, list[float]], path: Path, title: str = "") -> Path:
+    """An elbow plot: one line per layer, k-means inertia for k = 1, 2, ... (x) as a share of the inertia of
+    one cluster (y), so layers of different scales share an axis."""
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=120)
+    for label, inertia in curves.items():
+        top = inertia[0] if inertia and inertia[0] > 0 else 1.0
+        ax.plot(range(1, len(inertia) + 1), [v / top for v in inertia], marker="o", markersize=3, label=label)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("clusters k")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("inertia / inertia at k = 1")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def bars_by_layer(values: dict[str, list[float]], path: Path, ylabel: str, title: str = "",
+                  line: float | None = None, line_label: str = "") -> Path:
+    """Grouped bars: for each layer (x), one bar per series (NaN drawn as no bar); `line` a dashed level."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=120)
+    n_layers = max((len(v) for v in values.values()), default=0)
+    width = 0.8 / max(len(values), 1)
+    for s, (label, ys) in enumerate(values.items()):
+        xs = np.arange(len(ys)) + (s - (len(values) - 1) / 2) * width
+        ax.bar(xs, [0.0 if np.isnan(y) else y for y in ys], width=width, label=label)
+    if line is not None:
+        ax.axhline(line, color="grey", linestyle="--", linewidth=1, label=line_label or None)
+    ax.set_xticks(range(n_layers))
+    ax.set_xlabel("attention layer")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def accuracy_by_cache_share(panels: dict[str, dict[str, list[tuple[float, float]]]], path: Path, title: str = "") -> Path:
+    """One panel per task: one line per method through its (share of the full K cache kept, accuracy) points."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.8, 4), dpi=120, squeeze=False)
+    for ax, (task, curves) in zip(axes[0], panels.items()):
+        for label, pts in curves.items():
+            pts = sorted(pts)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=5 if len(pts) == 1 else 3,
+                    linestyle="-" if len(pts) > 1 else "none", label=label)
+        ax.set_xlim(0, 1.05)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("K cache kept (share of the full cache)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.set_title(task, fontsize=10)
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
