@@ -19,8 +19,10 @@ def claims_table(results: dict[str, Any]) -> str:
 
 
 def reproduce_command(results: dict[str, Any]) -> str:
-    """The `seqlab reproduce` command line that wrote a recipe's results.json."""
-    options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(results.get("options", {}).items()))
+    """The `seqlab reproduce` command line that wrote a recipe's results.json (a list option as the comma
+    list it was given as, whether it comes as a tuple from the parser or a list from results.json)."""
+    options = "".join(f" --{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                      for k, v in sorted(results.get("options", {}).items()))
     return f"seqlab reproduce {results['recipe']}{options} --budget {results['budget']} --seed {results['seed']}"
 
 
