@@ -5,20 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+from seqlab.eval.plots import _save, plt  # the Agg backend and the atomic write, as every other figure
 
 
 def accuracy_by_kv_share(rows: list[dict], path: Path, title: str = "", full_accuracy: float | None = None) -> Path:
