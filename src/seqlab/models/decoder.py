@@ -239,8 +239,9 @@ class Decoder(nn.Module):
     @torch.no_grad()
     def generate(self, prompt, prompt_pos, pos_base, max_new_tokens: int, eos: int, use_cache: bool = True,
                  pick=None, kv_cache=None) -> torch.Tensor:
-        """Decoding for a batch of prompts of equal length: greedy, or `pick(logits (B, V)) -> (B,)` ids
-        (seqlab.eval.sampling). `kv_cache` makes each attention layer's cache (see new_caches).
+        """Decoding for a batch of prompts of equal length: greedy, or `pick(logits (B, V), context (B, T)) -> (B,)`
+        ids, context being the prompt and the tokens written so far (seqlab.eval.sampling; `pick.begin(B)` is
+        called first). `kv_cache` makes each attention layer's cache (see new_caches).
 
         prompt, prompt_pos: (B, Lp); pos_base: (B,), the position id of the first new token.
         Returns (B, max_new_tokens); rows that finished early are filled with `eos`.
@@ -249,6 +250,8 @@ class Decoder(nn.Module):
         out = torch.full((B, max_new_tokens), eos, dtype=torch.long, device=prompt.device)
         done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
         tokens, pos = prompt, prompt_pos
+        if pick is not None:
+            pick.begin(B)
         caches = None
         if use_cache:
             caches = self.new_caches(B, Lp + max_new_tokens, prompt.device, kv_cache)
@@ -256,7 +259,7 @@ class Decoder(nn.Module):
         for j in range(max_new_tokens):
             if not use_cache:
                 logits = self(tokens, pos)
-            nxt = logits[:, -1].argmax(-1) if pick is None else pick(logits[:, -1])
+            nxt = logits[:, -1].argmax(-1) if pick is None else pick(logits[:, -1], torch.cat([prompt, out[:, :j]], 1))
             nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
             out[:, j] = nxt
             done |= nxt == eos

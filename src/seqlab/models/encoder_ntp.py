@@ -82,10 +82,12 @@ class EncoderNTP(Decoder):
         out = torch.full((B, max_new_tokens), eos, dtype=torch.long, device=prompt.device)
         done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
         tokens, rows = prompt, torch.arange(B, device=prompt.device)
+        if pick is not None:
+            pick.begin(B)
         for j in range(max_new_tokens):
             ends = torch.full((B,), tokens.shape[1] - 1, device=prompt.device)
             logits = self.prefix_logits(tokens, rows, ends)
-            nxt = logits.argmax(-1) if pick is None else pick(logits)
+            nxt = logits.argmax(-1) if pick is None else pick(logits, tokens)
             nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
             out[:, j] = nxt
             done |= nxt == eos

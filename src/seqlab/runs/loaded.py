@@ -76,13 +76,14 @@ class LoadedRun:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence, max_new_tokens: int = 32, temperature: float = 0.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None, batch_size: int = 256) -> list:
+                 top_p: float | None = None, seed: int | None = None, batch_size: int = 256, **sampling) -> list:
         """What the model writes after each prompt: greedy by default, sampled with `temperature` (and
-        `top_k`, `top_p`; `seed` for repeatable draws). Batched over prompts of equal length, with the
-        model's KV cache; a text answer stops at the end token."""
+        `top_k`, `top_p`; `seed` for repeatable draws; any other knob of seqlab.eval.sampling.SamplingConfig,
+        e.g. typical=0.9 or mirostat_tau=3.0). Batched over prompts of equal length, with the model's KV
+        cache; a text answer stops at the end token."""
         if max_new_tokens < 1:
             raise BadInput("max_new_tokens must be at least 1")
-        pick = next_token_picker(temperature, top_k, top_p, seed)
+        pick = next_token_picker(temperature, top_k, top_p, seed, **sampling)
         encoded = [self.encode(p) for p in prompts]
         eos = self.kind.end_token(self)
         out: list = [None] * len(encoded)
