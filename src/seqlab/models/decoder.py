@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import model_validator
 
+from seqlab.core.errors import BadInput
 from seqlab.core.targets import IGNORE
 from seqlab.models.block_config import BlockConfig
 from seqlab.models.mixers.attention import CausalSelfAttention, SeqContext
@@ -235,6 +236,17 @@ class Decoder(nn.Module):
         if self.canon is not None:
             caches.append(self.canon.init_cache())
         return caches
+
+    def select_cache_rows(self, caches: list, rows: torch.Tensor) -> None:
+        """Keep the sequences `rows` (B',) of every cache, in that order: beam search follows its beams' parents.
+        The model's own caches only (a compressed cache of seqlab.models.kvcache keeps no such contract)."""
+        for c in caches:
+            if isinstance(c, dict):  # the canon layer's
+                c["past"] = None if c["past"] is None else c["past"][rows]
+            elif hasattr(c, "select_rows"):
+                c.select_rows(rows)
+            else:
+                raise BadInput(f"a {type(c).__name__} cannot follow beams: beam search runs on the model's own caches")
 
     @torch.no_grad()
     def generate(self, prompt, prompt_pos, pos_base, max_new_tokens: int, eos: int, use_cache: bool = True,

@@ -49,6 +49,10 @@ class KVCache:
         self.ids = torch.zeros(batch, max_len, dtype=torch.long, device=device)
         self.length = 0
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep the sequences `rows` (B',) of the batch, in that order (beam search reorders its beams)."""
+        self.k, self.v, self.ids = self.k[rows], self.v[rows], self.ids[rows]
+
     def append(self, k: torch.Tensor, v: torch.Tensor, ids: torch.Tensor | None = None):
         """Keys, values and position ids of every token so far (ids only where given)."""
         n = k.shape[2]

@@ -146,6 +146,11 @@ class LinearAttentionCache:
         self.z = torch.zeros(batch, n_heads, n_features, device=device, dtype=dtype) if normalize else None
         self.length = 0
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep the sequences `rows` (B',) of the batch, in that order."""
+        self.S = self.S[rows]
+        self.z = None if self.z is None else self.z[rows]
+
 
 class LinearAttention(nn.Module):
     """Linear attention mixer: queries and keys at `feature_dim` per head, values at d_model / n_heads."""

@@ -204,6 +204,10 @@ class MambaCache:
         self.ssm = torch.zeros(batch, d_inner, d_state, device=device, dtype=dtype)
         self.length = 0
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep the sequences `rows` (B',) of the batch, in that order."""
+        self.conv, self.ssm = self.conv[rows], self.ssm[rows]
+
 
 class Mamba(nn.Module):
     """The Mamba-1 mixer: (B, L, d_model) -> (B, L, d_model). Parameter names follow mamba_ssm's."""

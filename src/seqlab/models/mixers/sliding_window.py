@@ -63,6 +63,10 @@ class WindowKVCache:
         self.window = window
         self.length = 0
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep the sequences `rows` (B',) of the batch, in that order (the slots' positions are shared)."""
+        self.k, self.v = self.k[rows], self.v[rows]
+
     def extend(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
         """Keys, values (B, H, window + L, hd) and positions (window + L,) that the new queries may read:
         the buffer as it was, then the new tokens. Then store the new tokens, of which only the last
