@@ -99,3 +99,9 @@ def test_entropy_of_rows_with_minus_inf_logits():
     logits = torch.tensor([[0.0, 0.0, float("-inf"), float("-inf")]])  # H = ln 2
     out = Eta(0.3)(logits, NO_CONTEXT)  # eta = min(0.3, sqrt(0.3) / 2) = 0.274 < 0.5: both stay
     assert out[0, :2].tolist() == [0.0, 0.0] and math.isinf(out[0, 2])
+
+
+def test_banned_tokens_are_never_kept():
+    from seqlab.eval.logits_processors import Banned
+    out = Banned((0, 2))(LOGITS, NO_CONTEXT)
+    assert kept(lambda z, c: out) == {1, 3} and torch.equal(out[0, [1, 3]], LOGITS[0, [1, 3]])

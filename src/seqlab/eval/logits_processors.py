@@ -16,6 +16,7 @@ The definitions, with the papers they come from:
 - eta: tokens whose probability is at least eta = min(epsilon, sqrt(epsilon) * exp(-H)) (Hewitt et al. 2022).
 - repetition penalty: the logit z of a token already in the context becomes z / theta where z > 0 and
   z * theta otherwise (Keskar et al. 2019, CTRL).
+- banned tokens: ids that are never written (a start token).
 - frequency and presence penalties: z - alpha_f * count - alpha_p * [count > 0] for each token's count in the
   context (the OpenAI API's definition).
 
@@ -151,3 +152,15 @@ class FrequencyPresencePenalty:
     def __call__(self, logits: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         counts = context_counts(context, logits.shape[-1])
         return logits - self.frequency * counts - self.presence * (counts > 0).to(logits.dtype)
+
+
+@dataclass(frozen=True)
+class Banned:
+    """Tokens that may never be written (a task's start token, which no target ever is)."""
+
+    ids: tuple[int, ...]
+
+    def __call__(self, logits: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        out = logits.clone()
+        out[:, list(self.ids)] = NEG_INF
+        return out
