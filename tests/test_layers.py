@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # one group are peers and may import each other. `seqlab/__init__.py` and `__main__.py` are above all
 # of them, so a layer that imports the bare package (`import seqlab`, `from seqlab import X`) imports upward.
 LAYERS = [["core"], ["tasks"], ["formats"], ["data"], ["models"], ["analysis"], ["train"], ["eval"], ["runs"],
-          ["self_improve", "kv_compression"], ["recipes"], ["sweeps", "export", "reports"], ["cli"]]
+          ["self_improve", "kv_compression", "serve"], ["recipes"], ["sweeps", "export", "reports"], ["cli"]]
 TOP = ("", "__main__")  # the package's __init__.py and __main__.py
 NO_TORCH = "tasks"  # pure Python/NumPy generators, usable without torch installed
 

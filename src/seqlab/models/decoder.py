@@ -248,6 +248,26 @@ class Decoder(nn.Module):
             else:
                 raise BadInput(f"a {type(c).__name__} cannot follow beams: beam search runs on the model's own caches")
 
+    def snapshot_caches(self, caches: list) -> list:
+        """Every cache's state, for restore_caches to go back to (speculative decoding drops rejected tokens).
+        Attention's preallocated cache needs only its length; a recurrent state is copied."""
+        out = []
+        for c in caches:
+            if isinstance(c, dict):
+                out.append(None if c["past"] is None else c["past"].clone())
+            elif hasattr(c, "snapshot"):
+                out.append(c.snapshot())
+            else:
+                raise BadInput(f"a {type(c).__name__} cannot be rewound: speculative decoding runs on the model's own caches")
+        return out
+
+    def restore_caches(self, caches: list, states: list) -> None:
+        for c, state in zip(caches, states):
+            if isinstance(c, dict):
+                c["past"] = None if state is None else state.clone()
+            else:
+                c.restore(state)
+
     @torch.no_grad()
     def generate(self, prompt, prompt_pos, pos_base, max_new_tokens: int, eos: int, use_cache: bool = True,
                  pick=None, kv_cache=None) -> torch.Tensor:

@@ -53,6 +53,13 @@ class KVCache:
         """Keep the sequences `rows` (B',) of the batch, in that order (beam search reorders its beams)."""
         self.k, self.v, self.ids = self.k[rows], self.v[rows], self.ids[rows]
 
+    def snapshot(self) -> int:
+        """What restore() needs to undo later appends: their length (append writes only past it)."""
+        return self.length
+
+    def restore(self, state: int) -> None:
+        self.length = state
+
     def append(self, k: torch.Tensor, v: torch.Tensor, ids: torch.Tensor | None = None):
         """Keys, values and position ids of every token so far (ids only where given)."""
         n = k.shape[2]

@@ -151,6 +151,12 @@ class LinearAttentionCache:
         self.S = self.S[rows]
         self.z = None if self.z is None else self.z[rows]
 
+    def snapshot(self) -> tuple:
+        return self.S.clone(), None if self.z is None else self.z.clone(), self.length
+
+    def restore(self, state: tuple) -> None:
+        self.S, self.z, self.length = state[0].clone(), None if state[1] is None else state[1].clone(), state[2]
+
 
 class LinearAttention(nn.Module):
     """Linear attention mixer: queries and keys at `feature_dim` per head, values at d_model / n_heads."""

@@ -208,6 +208,12 @@ class MambaCache:
         """Keep the sequences `rows` (B',) of the batch, in that order."""
         self.conv, self.ssm = self.conv[rows], self.ssm[rows]
 
+    def snapshot(self) -> tuple:
+        return self.conv.clone(), self.ssm.clone(), self.length
+
+    def restore(self, state: tuple) -> None:
+        self.conv, self.ssm, self.length = state[0].clone(), state[1].clone(), state[2]
+
 
 class Mamba(nn.Module):
     """The Mamba-1 mixer: (B, L, d_model) -> (B, L, d_model). Parameter names follow mamba_ssm's."""

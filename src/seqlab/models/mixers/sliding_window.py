@@ -67,6 +67,13 @@ class WindowKVCache:
         """Keep the sequences `rows` (B',) of the batch, in that order (the slots' positions are shared)."""
         self.k, self.v = self.k[rows], self.v[rows]
 
+    def snapshot(self) -> tuple:
+        return self.k.clone(), self.v.clone(), self.pos.clone(), self.length
+
+    def restore(self, state: tuple) -> None:
+        k, v, pos, self.length = state
+        self.k, self.v, self.pos = k.clone(), v.clone(), pos.clone()
+
     def extend(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
         """Keys, values (B, H, window + L, hd) and positions (window + L,) that the new queries may read:
         the buffer as it was, then the new tokens. Then store the new tokens, of which only the last
