@@ -189,8 +189,10 @@ class Decoder(nn.Module):
     def state_size(self, seq_len: int) -> int:
         return sum(b.mixer.state_size(seq_len) for b in self.blocks)
 
-    def hidden(self, tokens: torch.Tensor, pos_ids: torch.Tensor | None = None, caches=None, start: int = 0) -> torch.Tensor:
-        """The final normalised hidden states (B, L, D), before the head."""
+    def hidden(self, tokens: torch.Tensor, pos_ids: torch.Tensor | None = None, caches=None, start: int = 0,
+               layer_outputs: list | None = None) -> torch.Tensor:
+        """The final normalised hidden states (B, L, D), before the head. `layer_outputs`, where given, gets each
+        block's output (the residual stream (B, L, D) after it), for early exits."""
         B, L = tokens.shape
         c = self.config
         positions = torch.arange(start, start + L, device=tokens.device)[None].expand(B, L)
@@ -205,6 +207,8 @@ class Decoder(nn.Module):
         ctx = SeqContext(positions=positions, rope=rope, pos_ids=ids if c.position == "coupling_relative" else None)
         for i, block in enumerate(self.blocks):
             x = block(x, ctx, None if caches is None else caches[i])
+            if layer_outputs is not None:
+                layer_outputs.append(x)
         return self.norm(x)
 
     def forward(self, tokens: torch.Tensor, pos_ids: torch.Tensor | None = None, caches=None, start: int = 0) -> torch.Tensor:
