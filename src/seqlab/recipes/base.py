@@ -116,6 +116,8 @@ def parse_options(recipe: Recipe, args: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"seqlab reproduce {recipe.name}", add_help=False, exit_on_error=False)
     if recipe.options:
         recipe.options(parser)
+    # Every recipe: its training runs for `scale` times the budget's steps, for a claim's trend at 2x and 4x.
+    parser.add_argument("--scale", type=_scale, default=argparse.SUPPRESS)
     try:
         ns, rest = parser.parse_known_args(args)
     except (argparse.ArgumentError, SystemExit) as e:
@@ -123,6 +125,24 @@ def parse_options(recipe: Recipe, args: list[str]) -> argparse.Namespace:
     if rest:
         raise BadInput(f"{recipe.name}: unknown option {rest[0]!r}")
     return ns
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scale takes a number, got {text!r}") from None
+    if not 0 < value <= 64:
+        raise argparse.ArgumentTypeError(f"--scale must lie in (0, 64], got {text}")
+    return value
+
+
+def scaled_steps(settings: Any, scale: float) -> Any:
+    """The settings with every "steps" entry (train.steps, lsa.steps, ...) multiplied by scale, at least 1."""
+    if isinstance(settings, dict):
+        return {k: max(1, round(v * scale)) if k == "steps" and isinstance(v, int) else scaled_steps(v, scale)
+                for k, v in settings.items()}
+    return settings
 
 
 def run_recipe(name: str, budget: str, seed: int, out: Path | None, args: list[str], quiet: bool = False) -> dict[str, Any]:
@@ -181,7 +201,10 @@ def _recipe_of(path: Path) -> str | None:
 
 def _run_locked(recipe: Recipe, name: str, budget: str, seed: int, out: Path, options: argparse.Namespace,
                 quiet: bool) -> dict[str, Any]:
-    ctx = Context(out=out, budget=budget, seed=seed, settings=recipe.budgets[budget], options=options, quiet=quiet)
+    settings = recipe.budgets[budget]
+    if getattr(options, "scale", None) is not None:
+        settings = scaled_steps(settings, options.scale)
+    ctx = Context(out=out, budget=budget, seed=seed, settings=settings, options=options, quiet=quiet)
     t0 = time.perf_counter()
     outcome = recipe.run(ctx)
     wall = time.perf_counter() - t0
