@@ -139,3 +139,19 @@ def test_reproduce_resumes_its_own_folder(cli, tmp_path):
     code, _, err = cli(*args)
     assert code == 0, err
     assert json.loads((out / "results.json").read_text())["recipe"] == "addition"
+
+
+def test_scale_multiplies_every_steps_entry_and_is_refused_out_of_range():
+    from seqlab.core.errors import BadInput
+    from seqlab.recipes import get_recipe
+    from seqlab.recipes.base import parse_options, scaled_steps
+    settings = {"train": {"steps": 300, "lr": 1e-3}, "lsa": {"steps": 3, "depths": [1, 2]}, "steps_note": 5}
+    assert scaled_steps(settings, 2) == {"train": {"steps": 600, "lr": 1e-3}, "lsa": {"steps": 6, "depths": [1, 2]},
+                                         "steps_note": 5}
+    assert scaled_steps({"steps": 3}, 0.1) == {"steps": 1}
+    recipe = get_recipe("addition")
+    assert parse_options(recipe, ["--scale", "4"]).scale == 4.0
+    assert not hasattr(parse_options(recipe, []), "scale")  # absent unless given: results.json's options unchanged
+    for bad in ("0", "-1", "x", "1000"):
+        with pytest.raises(BadInput, match="scale"):
+            parse_options(recipe, ["--scale", bad])
