@@ -33,6 +33,8 @@ SMALLEST = {
                dict(length=16, seed_size=5, seed_max=16)],
     "mqar": [dict(vocab_size=9, input_seq_len=4, num_kv_pairs=1),
              dict(vocab_size=17, input_seq_len=16, num_kv_pairs=2, random_non_queries=False)],
+    # The fewest symbols at the default states and concentration: a peaked language, split by hash.
+    "hmm": [dict(n_symbols=2, length=16)],
     "kv-retrieval": [dict(num_dicts=1, gold_dict_size=1, dict_size_min=0, dict_size_max=0, key_digits_min=1,
                           key_digits_max=1, value_digits_min=1, value_digits_max=1)],
     # A mixture splits as its components do: one of each kind of split (listed, hashed), and one task twice.
@@ -140,6 +142,7 @@ def test_other_character_tasks_keep_their_split():
     ("count3", dict(length=4, seed_size=2, seed_max=1), "only 1 distinct sequence, too few to split"),
     ("mqar", dict(vocab_size=5, input_seq_len=4, num_kv_pairs=1), "only 15 distinct sequences, too few to split"),
     ("icl-map", dict(n_demos=1, maps="add1", n_symbols=2, word_len=1), "only 4 distinct prompts, too few to split"),
+    ("hmm", dict(n_symbols=2, length=5), "only 32 distinct sequences, too few to split"),
 ])
 def test_a_token_setting_with_too_few_problems_is_refused_in_one_line(name, params, message):
     with pytest.raises(BadInput, match=message) as e:

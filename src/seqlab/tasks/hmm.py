@@ -42,13 +42,13 @@ class HMMConfig(TokenConfig):
 
     @model_validator(mode="after")
     def _check_space(self):
-        # n_symbols >= 2, so a length of 6 or more already gives 64 sequences: no large power is ever computed.
-        if self.length < 6 and (count := self.n_symbols ** self.length) < MIN_HASHED_PROBLEMS:
+        # With n_symbols >= 2, a power capped at MIN_HASHED_PROBLEMS' bit length compares with it as the full one does.
+        if (count := self.n_symbols ** min(self.length, MIN_HASHED_PROBLEMS.bit_length())) < MIN_HASHED_PROBLEMS:
             raise ValueError(too_few_problems(count, "sequences", "raise length or n_symbols"))
         if (bits := collision_bits(self)) < HASHED_SPLIT_BITS:
             raise ValueError(f"this language is too peaked to split into train and test: two of its sequences "
-                             f"coincide with chance 2^-{bits:.2f} (2^-{HASHED_SPLIT_BITS} at most): raise length, "
-                             f"concentration or n_states, or try another hmm_seed")
+                             f"coincide with chance 2^-{bits:.2f} = {2 ** -bits:.3g} (2^-{HASHED_SPLIT_BITS} at most): "
+                             f"raise length, concentration or n_states, or try another hmm_seed")
         return self
 
 
