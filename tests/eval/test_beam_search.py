@@ -9,18 +9,13 @@ import torch
 from seqlab.core.errors import BadInput
 from seqlab.eval.beam_search import beam_search
 from seqlab.models import ModelConfig, build
+from tests.models.cached_mixers import CACHED_MIXERS
 
 torch.set_num_threads(1)
 VOCAB = 7
 EOS = 6
 
-MIXERS = [
-    {"mixers": "attention", "canon": 2},
-    {"mixers": "mamba", "mlp": "none", "norm": "rmsnorm", "position": "none"},
-    {"mixers": "linear", "linear": {"feature_map": "elu"}},
-    {"mixers": "sliding_window", "sliding_window": {"window": 3}},
-    {"mixers": "mamba,attention", "canon": 3},
-]
+MIXERS = CACHED_MIXERS
 
 
 def small(seed=0, **kw):

@@ -6,19 +6,14 @@ import torch
 
 from seqlab.core.errors import BadInput
 from seqlab.models import ModelConfig, build
+from tests.models.cached_mixers import CACHED_MIXERS
 from seqlab.serve.early_exit import all_exits, match_rates, train_exit_heads
 from seqlab.serve.ppd import analytic_layer_steps, ppd_generate
 
 torch.set_num_threads(1)
 VOCAB = 11
 
-MODELS = [
-    {"mixers": "attention", "canon": 2},
-    {"mixers": "mamba", "mlp": "none", "norm": "rmsnorm", "position": "none"},
-    {"mixers": "linear", "linear": {"feature_map": "elu"}},
-    {"mixers": "sliding_window", "sliding_window": {"window": 3}},
-    {"mixers": "mamba,attention", "canon": 3},
-]
+MODELS = CACHED_MIXERS
 
 
 def model(seed=0, n_layers=4, **kw):

@@ -5,18 +5,13 @@ import torch
 
 from seqlab.core.errors import BadInput
 from seqlab.models import ModelConfig, build
+from tests.models.cached_mixers import CACHED_MIXERS
 from seqlab.serve.speculative import speculative_generate
 
 torch.set_num_threads(1)
 VOCAB = 13
 
-TARGETS = [
-    {"mixers": "attention", "canon": 2},
-    {"mixers": "mamba", "mlp": "none", "norm": "rmsnorm", "position": "none"},
-    {"mixers": "linear", "linear": {"feature_map": "elu"}},
-    {"mixers": "sliding_window", "sliding_window": {"window": 3}},
-    {"mixers": "mamba,attention", "canon": 3},
-]
+TARGETS = CACHED_MIXERS
 
 
 def model(seed, n_layers=2, sharpen=10.0, **kw):

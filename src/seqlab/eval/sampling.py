@@ -123,8 +123,9 @@ def processors_of(c: SamplingConfig) -> list[Processor]:
     return procs
 
 
-def sampler_from(config: SamplingConfig | dict) -> Sampler | None:
-    """The sampler a config describes; None for greedy (temperature 0)."""
+def sampler_from(config: SamplingConfig | dict, first: tuple[Processor, ...] = ()) -> Sampler | None:
+    """The sampler a config describes, with the processors `first` before the config's (a banned start token);
+    None for greedy (temperature 0)."""
     c = config if isinstance(config, SamplingConfig) else parse_config(SamplingConfig, dict(config), prefix="sampling.")
     if c.temperature == 0:
         unused = [k for k, v in c.to_json().items() if k not in ("temperature", "seed", "mirostat_eta")
@@ -133,7 +134,7 @@ def sampler_from(config: SamplingConfig | dict) -> Sampler | None:
             raise BadInput(f"sampling: {', '.join(unused)} has no effect at temperature 0 (greedy); set a temperature")
         return None
     mirostat = MirostatV2(c.mirostat_tau, c.mirostat_eta) if c.mirostat_tau is not None else None
-    return Sampler(processors_of(c), c.seed, mirostat)
+    return Sampler([*first, *processors_of(c)], c.seed, mirostat)
 
 
 def next_token_picker(temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,

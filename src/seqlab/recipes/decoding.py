@@ -22,7 +22,7 @@ import torch
 
 from seqlab.eval.beam_search import beam_search
 from seqlab.eval.logits_processors import Banned
-from seqlab.eval.sampling import Sampler, SamplingConfig, MirostatV2, processors_of
+from seqlab.eval.sampling import Sampler, sampler_from
 from seqlab.eval.sequence_stats import distinct_ngrams, surprise_bits
 from seqlab.recipes.base import Claim, Context, Outcome, Recipe, register
 from seqlab.recipes.decoding_report import plot_all, report
@@ -75,9 +75,7 @@ def sample(model, n: int, length: int, bos: int, sampler: Sampler, seed: int) ->
 
 
 def make_sampler(bos: int, seed: int, **knobs) -> Sampler:
-    c = SamplingConfig(**knobs)
-    mirostat = MirostatV2(c.mirostat_tau, c.mirostat_eta) if c.mirostat_tau is not None else None
-    return Sampler([Banned((bos,)), *processors_of(c)], seed=seed, mirostat=mirostat)
+    return sampler_from({**knobs, "seed": seed}, first=(Banned((bos,)),))
 
 
 def mean_surprise(model, seqs: torch.Tensor, bos: int, temperature: float, burn_in: int) -> float:
