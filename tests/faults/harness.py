@@ -66,7 +66,13 @@ def snapshot(run_dir: Path) -> dict:
 def assert_same_run(got: dict, want: dict) -> None:
     assert got["step"] == want["step"]
     assert got["config"] == want["config"]
-    assert got["metrics"] == want["metrics"]
+    if got["metrics"] != want["metrics"]:  # name the first line that differs, not two whole files
+        first = next((i for i, (a, b) in enumerate(zip(got["metrics"], want["metrics"])) if a != b),
+                     min(len(got["metrics"]), len(want["metrics"])))
+        line = lambda m: m[first] if first < len(m) else "(no line)"  # noqa: E731
+        raise AssertionError(f"metrics.jsonl differs from the uninterrupted run at line {first + 1} "
+                             f"({len(got['metrics'])} lines against {len(want['metrics'])}): "
+                             f"got {line(got['metrics'])}, want {line(want['metrics'])}")
     assert got["best_eval"] == want["best_eval"]
     assert got["tensors"].keys() == want["tensors"].keys()
     differing = [k for k in want["tensors"] if got["tensors"][k] != want["tensors"][k]]

@@ -189,13 +189,19 @@ class Decoder(nn.Module):
     def state_size(self, seq_len: int) -> int:
         return sum(b.mixer.state_size(seq_len) for b in self.blocks)
 
-    def hidden(self, tokens: torch.Tensor, pos_ids: torch.Tensor | None = None, caches=None, start: int = 0,
-               layer_outputs: list | None = None) -> torch.Tensor:
-        """The final normalised hidden states (B, L, D), before the head. `layer_outputs`, where given, gets each
-        block's output (the residual stream (B, L, D) after it), for early exits."""
+    def hidden(self, tokens: torch.Tensor, pos_ids: torch.Tensor | None = None, caches=None,
+               start: int | torch.Tensor = 0, layer_outputs: list | None = None) -> torch.Tensor:
+        """The final normalised hidden states (B, L, D), before the head. `start` is the index of the first token in
+        its sequence: one int for the batch, or one per row (B,) where rows are at different lengths (the serving
+        engine's slots, on RowKVCache). `layer_outputs`, where given, gets each block's output (the residual stream
+        (B, L, D) after it), for early exits."""
         B, L = tokens.shape
         c = self.config
-        positions = torch.arange(start, start + L, device=tokens.device)[None].expand(B, L)
+        per_row = isinstance(start, torch.Tensor)
+        if per_row:
+            positions = start[:, None] + torch.arange(L, device=tokens.device)
+        else:
+            positions = torch.arange(start, start + L, device=tokens.device)[None].expand(B, L)
         x = self.tok_emb(tokens)  # (B, L, D)
         if self.canon is not None:  # decoding: caches[-1] holds the embeddings of the last canon - 1 tokens
             x = self.canon(x, None if caches is None else caches[-1])
@@ -203,7 +209,8 @@ class Decoder(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(ids)
         x = self.hook_embed(x)
-        rope = rope_cos_sin(positions[:1], c.d_model // c.n_heads, c.rope_base) if c.position == "rope" else None
+        rows = positions if per_row else positions[:1]  # the rope tables for each row, or one for all
+        rope = rope_cos_sin(rows, c.d_model // c.n_heads, c.rope_base) if c.position == "rope" else None
         ctx = SeqContext(positions=positions, rope=rope, pos_ids=ids if c.position == "coupling_relative" else None)
         for i, block in enumerate(self.blocks):
             x = block(x, ctx, None if caches is None else caches[i])
@@ -211,7 +218,8 @@ class Decoder(nn.Module):
                 layer_outputs.append(x)
         return self.norm(x)
 
-    def forward(self, tokens: torch.Tensor, pos_ids: torch.Tensor | None = None, caches=None, start: int = 0) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, pos_ids: torch.Tensor | None = None, caches=None,
+                start: int | torch.Tensor = 0) -> torch.Tensor:
         """Logits (B, L, V) for tokens (B, L). `pos_ids` are the format's position ids; `start` is
         the index of the first token in its sequence (non-zero when decoding with `caches`)."""
         return self.head(self.hidden(tokens, pos_ids, caches, start))

@@ -71,6 +71,46 @@ class KVCache:
         return self.k[:, :, : self.length], self.v[:, :, : self.length], self.ids[:, : self.length]
 
 
+class RowKVCache:
+    """Keys and values for a batch whose rows are at different lengths: the serving engine's slots, each holding
+    its own request. Row b's next tokens go at `lengths[b]`; a query sees its own row's keys up to itself."""
+
+    def __init__(self, batch: int, n_heads: int, head_dim: int, max_len: int, device, dtype):
+        self.k = torch.zeros(batch, n_heads, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.ids = torch.zeros(batch, max_len, dtype=torch.long, device=device)
+        self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
+
+    def put_row(self, row: int, src: KVCache, src_row: int = 0) -> None:
+        """Take sequence `src_row` of an ordinary cache (requests prefilled together) into slot `row`."""
+        n = src.length
+        if n > self.k.shape[2]:
+            raise BadInput(f"a request of {n} tokens does not fit a slot of {self.k.shape[2]}")
+        self.k[row, :, :n], self.v[row, :, :n] = src.k[src_row, :, :n], src.v[src_row, :, :n]
+        self.ids[row, :n] = src.ids[src_row, :n]
+        self.lengths[row] = n
+
+    def clear_rows(self, rows: torch.Tensor) -> None:
+        """Empty slots: what they held is never read again (a query reads only below its row's length)."""
+        self.lengths[rows] = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, ids: torch.Tensor | None):
+        """Write L new tokens (B, H, L, hd) after each row's own; return keys, values, ids (B, ..., T) and the
+        mask (B, 1, L, T) of the keys each query may read, T being the longest row's new length."""
+        B, _, L, _ = k.shape
+        if int(self.lengths.max()) + L > self.k.shape[2]:
+            raise BadInput(f"a slot overflows its {self.k.shape[2]} tokens")
+        at = self.lengths[:, None] + torch.arange(L, device=k.device)  # (B, L) where each new token goes
+        rows = torch.arange(B, device=k.device)[:, None]
+        self.k[rows, :, at], self.v[rows, :, at] = k.transpose(1, 2), v.transpose(1, 2)  # (B, L, H, hd) each
+        if ids is not None:
+            self.ids[rows, at] = ids
+        T = int(self.lengths.max()) + L
+        mask = torch.arange(T, device=k.device)[None, None, :] <= at[:, :, None]  # (B, L, T)
+        self.lengths += L
+        return self.k[:, :, :T], self.v[:, :, :T], self.ids[:, :T], mask[:, None]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, position: str, bias: bool = False, dropout: float = 0.0,
                  relative_clip: int = 3, log_length_scale: bool = False):
@@ -110,6 +150,8 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if isinstance(cache, Cache):  # a compressed or evicting cache attends over what it keeps
             return self._attend_cached(q, k, v, ctx, cache)
+        if isinstance(cache, RowKVCache):  # rows at different lengths (seqlab.serve's engine)
+            return self._attend_rows(q, k, v, ctx, cache)
         past = cache.length if cache is not None else 0
         k_ids = ctx.pos_ids
         if cache is not None:
@@ -141,6 +183,25 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=drop)
         z = self.hook_z(y.transpose(1, 2))  # (B, L, H, hd): each head's output, before the heads are mixed
         return self.proj(z.reshape(B, L, D))
+
+    def _attend_rows(self, q, k, v, ctx: SeqContext, cache: RowKVCache) -> torch.Tensor:
+        """forward's attention where every row has its own positions (ctx.positions (B, L)) and cached length."""
+        B, H, L, hd = q.shape
+        k, v, k_ids, mask = cache.append(k, v, ctx.pos_ids)
+        bias = None
+        if self.position == "alibi":  # a row's key j sits at position j: every slot starts at 0
+            bias = alibi_bias(self.slopes, ctx.positions, torch.arange(k.shape[2], device=q.device)[None])
+        elif self.position == "coupling_relative":
+            bias = relative_id_bias(self.rel_bias * REL_BIAS_GAIN, ctx.pos_ids, k_ids, self.relative_clip)
+        if self.length_scale is not None:  # as in forward, with each row's own query index
+            n_keys = (ctx.positions + 1).clamp_min(2).to(q.dtype)  # (B, L)
+            scale = self.length_scale[None, :, None, None] * n_keys.log()[:, None, :, None]  # (B, H, L, 1)
+            q = q * scale
+            bias = None if bias is None else bias * scale
+        attn = mask if bias is None else bias.to(q.dtype).masked_fill(~mask, float("-inf"))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn)
+        z = self.hook_z(y.transpose(1, 2))
+        return self.proj(z.reshape(B, L, H * hd))
 
     def _attend_cached(self, q, k, v, ctx: SeqContext, cache: Cache) -> torch.Tensor:
         if self.position in ("alibi", "coupling_relative") or ctx.key_mask is not None:

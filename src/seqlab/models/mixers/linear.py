@@ -154,6 +154,13 @@ class LinearAttentionCache:
     def snapshot(self) -> tuple:
         return self.S.clone(), None if self.z is None else self.z.clone(), self.length
 
+    def put_row(self, row: int, src: "LinearAttentionCache", src_row: int = 0) -> None:
+        """Take sequence `src_row` of another cache into row `row` (the serving engine's slots)."""
+        self.S[row] = src.S[src_row]
+        if self.z is not None:
+            self.z[row] = src.z[src_row]
+        self.length = max(self.length, src.length)
+
     def restore(self, state: tuple) -> None:
         self.S, self.z, self.length = state[0].clone(), None if state[1] is None else state[1].clone(), state[2]
 

@@ -211,6 +211,12 @@ class MambaCache:
     def snapshot(self) -> tuple:
         return self.conv.clone(), self.ssm.clone(), self.length
 
+    def put_row(self, row: int, src: "MambaCache", src_row: int = 0) -> None:
+        """Take sequence `src_row` of another cache into row `row` (the serving engine's slots). `length` > 0 makes
+        the next step start from the saved states (a fresh row's zero state is the same as none)."""
+        self.conv[row], self.ssm[row] = src.conv[src_row], src.ssm[src_row]
+        self.length = max(self.length, src.length)
+
     def restore(self, state: tuple) -> None:
         self.conv, self.ssm, self.length = state[0].clone(), state[1].clone(), state[2]
 
