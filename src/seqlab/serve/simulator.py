@@ -76,6 +76,10 @@ def measure_service(model, batches: list[int], contexts: list[int], eos: int, vo
     median of `reps` calls each, random prompts (a step's time does not depend on the tokens)."""
     rng = np.random.default_rng(seed)
     steps, prefills = [], []
+    warm = SlotBatch(model, max(batches), max(contexts) + 2)  # the first calls pay for allocation, not for work
+    warm.admit([(i, Request(i, [0] * max(contexts), list(range(max(contexts))), max(contexts), 2, -1))
+                for i in range(max(batches))])
+    warm.step()
     for B in batches:
         for T in contexts:
             slots = SlotBatch(model, B, T + reps + 2)
