@@ -73,3 +73,28 @@ def test_bad_settings_are_refused():
     other = build(ModelConfig(n_layers=1, d_model=32, n_heads=2), VOCAB + 1)
     with pytest.raises(BadInput, match="vocabulary"):
         speculative_generate(target, other, p, pos, base, 4, eos=0)
+
+
+@pytest.mark.parametrize("kw", TARGETS, ids=lambda kw: kw["mixers"])
+@pytest.mark.parametrize("exit_layer, gamma", [(1, 2), (2, 4)])
+def test_self_speculation_through_an_early_exit_is_greedy_decoding(kw, exit_layer, gamma):
+    from seqlab.serve.self_speculative import EarlyExitDraft, layer_steps, self_speculative_generate
+
+    target = model(0, n_layers=3, **kw)
+    for seed in range(3):
+        p, pos, base = prompt(seed)
+        got, stats = self_speculative_generate(target, p, pos, base, 12, eos=VOCAB - 1, exit_layer=exit_layer, gamma=gamma)
+        assert torch.equal(got, target.generate(p, pos, base, 12, eos=VOCAB - 1))
+        clock = layer_steps(stats, 3, exit_layer)
+        assert clock["critical_path"] == 3 * stats.target_passes + exit_layer * stats.draft_passes
+    with pytest.raises(BadInput, match="exit_layer"):
+        EarlyExitDraft(target, 3)
+
+
+def test_the_early_exit_draft_is_the_logit_lens_of_its_blocks():
+    from seqlab.serve.early_exit import all_exits
+    from seqlab.serve.self_speculative import EarlyExitDraft
+
+    target = model(0, n_layers=3)
+    p, pos, _ = prompt(1)
+    assert torch.allclose(EarlyExitDraft(target, 2)(p, pos), all_exits(target, p, pos)[1], atol=1e-6)

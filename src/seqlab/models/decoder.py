@@ -190,11 +190,11 @@ class Decoder(nn.Module):
         return sum(b.mixer.state_size(seq_len) for b in self.blocks)
 
     def hidden(self, tokens: torch.Tensor, pos_ids: torch.Tensor | None = None, caches=None,
-               start: int | torch.Tensor = 0, layer_outputs: list | None = None) -> torch.Tensor:
+               start: int | torch.Tensor = 0, layer_outputs: list | None = None, upto: int | None = None) -> torch.Tensor:
         """The final normalised hidden states (B, L, D), before the head. `start` is the index of the first token in
         its sequence: one int for the batch, or one per row (B,) where rows are at different lengths (the serving
         engine's slots, on RowKVCache). `layer_outputs`, where given, gets each block's output (the residual stream
-        (B, L, D) after it), for early exits."""
+        (B, L, D) after it), for early exits; `upto` runs only the first blocks (a self-speculative draft)."""
         B, L = tokens.shape
         c = self.config
         per_row = isinstance(start, torch.Tensor)
@@ -212,7 +212,7 @@ class Decoder(nn.Module):
         rows = positions if per_row else positions[:1]  # the rope tables for each row, or one for all
         rope = rope_cos_sin(rows, c.d_model // c.n_heads, c.rope_base) if c.position == "rope" else None
         ctx = SeqContext(positions=positions, rope=rope, pos_ids=ids if c.position == "coupling_relative" else None)
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.blocks[:upto]):
             x = block(x, ctx, None if caches is None else caches[i])
             if layer_outputs is not None:
                 layer_outputs.append(x)
