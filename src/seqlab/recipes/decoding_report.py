@@ -11,7 +11,9 @@ from seqlab.recipes.markdown import results_header
 
 def plot_all(folder: Path, s: dict, miro: dict, tau: float, curves: dict, entropy_rate: float, beams: dict) -> list[str]:
     temps = s["temperatures"]
-    error_by_points({"Mirostat 2.0": {"k": temps, "mean": miro["mirostat"]},
+    others = {f"Mirostat 2.0, eta {k[len('mirostat_eta'):]}": {"k": temps, "mean": v} for k, v in miro.items()
+              if k.startswith("mirostat_eta")}
+    error_by_points({f"Mirostat 2.0, eta {s['mirostat_eta']}": {"k": temps, "mean": miro["mirostat"]}, **others,
                      f"top-k, k = {s['top_k']}": {"k": temps, "mean": miro["top_k"]},
                      f"target tau = {tau:.2f}": {"k": temps, "mean": [tau] * len(temps)}},
                     folder / "surprise_by_temperature.png", title="mean surprise of the written tokens",
@@ -44,8 +46,15 @@ def report(ctx, results: dict[str, Any]) -> str:
            "| temperature | Mirostat 2.0 | top-k |", "|---:|---:|---:|"]
     for t, a, b in zip(st.get("temperatures", []), st.get("mirostat", []), st.get("top_k", [])):
         out.append(f"| {t} | {a:.3f} | {b:.3f} |")
-    out.append(f"\nMirostat's largest error is {m['mirostat.max_abs_error']:.3f} bits and its range over temperatures "
-               f"{m['mirostat.range']:.3f}; top-k's surprise moves over {m['top_k.range']:.3f} bits.\n")
+    out.append(f"\nMirostat's largest error (eta {m.get('mirostat.eta')}) is {m['mirostat.max_abs_error']:.3f} bits and its "
+               f"range over temperatures {m['mirostat.range']:.3f}; top-k's surprise moves over {m['top_k.range']:.3f} bits.")
+    for key, v in m.items():
+        if key.startswith("mirostat.eta") and key.endswith(".max_abs_error"):
+            eta = key[len("mirostat.eta"):-len(".max_abs_error")]
+            row = ", ".join(f"{x:.3f}" for x in st.get(f"mirostat_eta{eta}", []))
+            out.append(f"At eta {eta} the largest error is {v:.3f} bits (by temperature: {row}); mu starts at 2 tau and "
+                       "moves by eta times the error per token.")
+    out.append("")
     out.append("![surprise](plots/surprise_by_temperature.png)\n")
     out += ["## Typical against top-p\n", "| mass | typical distinct-4 | typical true surprise | top-p distinct-4 | "
             "top-p true surprise |", "|---:|---:|---:|---:|---:|"]
