@@ -1,1 +1,2 @@
-"""Serving and decoding on trained decoders: speculative decoding (more to come: batching, pipelined decoding)."""
+"""Serving and decoding on trained decoders: the batched engine (slots, schedulers, the serving loop), its simulator
+and length predictors, speculative and self-speculative decoding, early exits and pipelined decoding."""
