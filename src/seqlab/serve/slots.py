@@ -100,14 +100,14 @@ class SlotBatch:
         busy = self.busy()
         if not busy:
             return []
-        tokens = torch.zeros(self.n_slots, 1, dtype=torch.long, device=self.device)
-        start = torch.zeros(self.n_slots, dtype=torch.long, device=self.device)
-        pos = torch.zeros(self.n_slots, 1, dtype=torch.long, device=self.device)
+        tokens, start, pos = [0] * self.n_slots, [0] * self.n_slots, [0] * self.n_slots  # idle slots read token 0 at 0
         for i in busy:
             s = self.slots[i]
             j = len(s.tokens) - 1  # the index of the token fed now among the request's new tokens
-            tokens[i, 0], start[i], pos[i, 0] = s.tokens[-1], len(s.request.prompt) + j, s.request.pos_base + j
-        nxt = self.model(tokens, pos, self.caches, start=start)[:, -1].argmax(-1).tolist()
+            tokens[i], start[i], pos[i] = s.tokens[-1], len(s.request.prompt) + j, s.request.pos_base + j
+        as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)  # noqa: E731  (one copy each)
+        nxt = self.model(as_tensor(tokens)[:, None], as_tensor(pos)[:, None], self.caches,
+                         start=as_tensor(start))[:, -1].argmax(-1).tolist()
         self._clear([i for i in range(self.n_slots) if self.slots[i] is None])  # an idle row's write is dropped
         finished = []
         for i in busy:
