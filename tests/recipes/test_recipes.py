@@ -155,3 +155,10 @@ def test_scale_multiplies_every_steps_entry_and_is_refused_out_of_range():
     for bad in ("0", "-1", "x", "1000"):
         with pytest.raises(BadInput, match="scale"):
             parse_options(recipe, ["--scale", bad])
+
+
+def test_the_reproduce_command_leaves_unset_options_out():
+    from seqlab.recipes.markdown import reproduce_command
+
+    results = {"recipe": "self-improve", "budget": "cpu", "seed": 0, "options": {"task": "reverse", "rounds": None}}
+    assert reproduce_command(results) == "seqlab reproduce self-improve --task reverse --budget cpu --seed 0"

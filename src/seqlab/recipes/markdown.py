@@ -22,7 +22,7 @@ def reproduce_command(results: dict[str, Any]) -> str:
     """The `seqlab reproduce` command line that wrote a recipe's results.json (a list option as the comma
     list it was given as, whether it comes as a tuple from the parser or a list from results.json)."""
     options = "".join(f" --{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-                      for k, v in sorted(results.get("options", {}).items()))
+                      for k, v in sorted(results.get("options", {}).items()) if v is not None)  # unset: the default
     return f"seqlab reproduce {results['recipe']}{options} --budget {results['budget']} --seed {results['seed']}"
 
 
