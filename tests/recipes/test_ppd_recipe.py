@@ -12,12 +12,13 @@ def enc(prompt, answer, base):
     return SimpleNamespace(prompt=prompt, prompt_pos=list(range(len(prompt))), answer=answer, answer_pos_base=base)
 
 
-def test_as_batch_pads_and_masks_the_positions_that_read_an_answer_token_but_the_last():
-    tokens, pos, mask = as_batch([enc([5, 6, 7], [8, 9, EOS], 3), enc([5, 6], [9, EOS], 2)])
-    assert tokens.tolist() == [[5, 6, 7, 8, 9, EOS], [5, 6, 9, EOS, 0, 0]]
-    assert pos.tolist() == [[0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 0, 0]]
-    # row 0 reads 8 and 9 (positions 3, 4) to predict 9 and EOS; row 1 reads 9 (position 2) to predict EOS
-    assert mask.tolist() == [[False, False, False, True, True, False], [False, False, True, False, False, False]]
+def test_as_batch_pads_and_masks_the_positions_where_ppd_launches_branches():
+    tokens, pos, mask = as_batch([enc([5, 6, 7], [8, 9, 4, EOS], 3), enc([5, 6], [9, EOS], 2)])
+    assert tokens.tolist() == [[5, 6, 7, 8, 9, 4, EOS], [5, 6, 9, EOS, 0, 0, 0]]
+    assert pos.tolist() == [[0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 0, 0, 0]]
+    # PPD reads 8, 9 and 4; after 8 and 9 it launches branches (for 9 and 4); 4's successor is EOS: no launch.
+    # Row 1 reads 9, whose successor is EOS: nothing is launched.
+    assert mask.tolist() == [[False, False, False, True, True, False, False], [False] * 7]
 
 
 def test_reads_counts_every_written_token_but_the_last():

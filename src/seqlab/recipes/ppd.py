@@ -50,8 +50,9 @@ def encoded(run, split: str, n: int, seed: int, offset: int = 0) -> list:
 
 
 def as_batch(encs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prompt and answer, right-padded to one length: tokens, position ids (B, L) and the mask of positions that read
-    an answer token but the last (where an exit's guess launches a branch)."""
+    """Prompt and answer, right-padded to one length: tokens, position ids (B, L) and the mask of the positions where
+    PPD launches branches: those that read an answer token whose successor is not the last (a read whose next token
+    ends the answer launches nothing, so its exit's guess is not on the clock and is left out of the match rate)."""
     L = max(len(e.prompt) + len(e.answer) for e in encs)
     tokens, pos, mask = torch.zeros(len(encs), L, dtype=torch.long), torch.zeros(len(encs), L, dtype=torch.long), \
         torch.zeros(len(encs), L, dtype=torch.bool)
@@ -59,7 +60,7 @@ def as_batch(encs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         seq = e.prompt + e.answer
         ids = e.prompt_pos + [e.answer_pos_base + j for j in range(len(e.answer))]
         tokens[i, :len(seq)], pos[i, :len(seq)] = torch.tensor(seq), torch.tensor(ids)
-        mask[i, len(e.prompt):len(seq) - 1] = True
+        mask[i, len(e.prompt):len(seq) - 2] = True
     return tokens, pos, mask
 
 
