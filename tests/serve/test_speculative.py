@@ -16,7 +16,8 @@ TARGETS = CACHED_MIXERS
 
 def model(seed, n_layers=2, sharpen=10.0, **kw):
     torch.manual_seed(seed)
-    m = build(ModelConfig(n_layers=n_layers, d_model=32, n_heads=2, **kw), VOCAB).eval()
+    # untied: tied, a random model's greedy output repeats its last token, which tests nothing
+    m = build(ModelConfig(n_layers=n_layers, d_model=32, n_heads=2, **{"tie_embeddings": False, **kw}), VOCAB).eval()
     with torch.no_grad():
         m.head.weight.mul_(sharpen)
     return m
@@ -53,7 +54,7 @@ def test_the_target_as_its_own_draft_accepts_everything(kw):
 
 
 def test_an_eos_ends_the_output_as_greedy_decoding_does():
-    target = model(2)
+    target = model(2, tie_embeddings=False)  # tied, a random model repeats its last token: the end would come first
     p, pos, base = prompt(4)
     free = target.generate(p, pos, base, 10, eos=-1)[0].tolist()
     eos = free[3]  # a token the target writes at step 3 (or earlier): it ends greedy decoding there
@@ -98,3 +99,14 @@ def test_the_early_exit_draft_is_the_logit_lens_of_its_blocks():
     target = model(0, n_layers=3)
     p, pos, _ = prompt(1)
     assert torch.allclose(EarlyExitDraft(target, 2)(p, pos), all_exits(target, p, pos)[1], atol=1e-6)
+
+
+def test_an_accepted_end_token_stops_without_rereading():
+    """The target as its own draft, the end token among the proposals: one scoring pass after the prefill, no reread."""
+    target = model(2, tie_embeddings=False)
+    p, pos, base = prompt(4)
+    free = target.generate(p, pos, base, 10, eos=-1)[0].tolist()
+    i = next(i for i in range(2, 10) if free[i] not in free[:i])  # a token first written at step i >= 2
+    got, stats = speculative_generate(target, target, p, pos, base, 10, eos=free[i], gamma=9)
+    assert torch.equal(got, target.generate(p, pos, base, 10, eos=free[i]))
+    assert stats.target_passes == 2 and stats.accepted == i

@@ -9,7 +9,8 @@ score that ranks beams; the model's own log-probability of each sequence is kept
 A sequence that writes `eos` is finished: it joins its group's pool of finished hypotheses if it ranks among
 the group's best `beams per group` candidates at that step. Decoding runs for `max_new_tokens` steps; at the end
 each group returns its best hypotheses, finished or not, by score / length ** length_penalty (the length counts
-the generated tokens, eos included). With one beam and one group this is greedy decoding.
+the generated tokens, eos included). With one beam, one group and length_penalty 0 this is greedy decoding (with a
+length penalty a longer live beam can outrank greedy's early end: its mean log-probability may be higher).
 
 `use_cache=False` recomputes every step from the whole sequence: the reference the cached path is tested against.
 """

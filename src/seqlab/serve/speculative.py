@@ -89,10 +89,15 @@ def speculative_generate(target, draft, prompt: torch.Tensor, prompt_pos: torch.
         seq = [x] + proposal
         wanted = tgt(seq, pos(fed, g + 1), fed).argmax(-1).tolist()  # wanted[i]: the target's token after seq[:i + 1]
         n = 0
-        while n < g and proposal[n] == wanted[n] and proposal[n] != eos:
+        while n < g and proposal[n] == wanted[n]:
             n += 1
+            if proposal[n - 1] == eos:  # an accepted end: nothing after it is read, so no model needs to rewind
+                break
         stats.proposed += g
         stats.accepted += n
+        if n and proposal[n - 1] == eos:
+            out += proposal[:n]
+            break
         kept = seq[:n + 1]  # what both models must have read before the next round: x, d_1 .. d_n
         if n < g:
             tgt.reread(target_state, kept, pos(fed, n + 1), fed)
