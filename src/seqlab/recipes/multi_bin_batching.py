@@ -5,8 +5,9 @@ draw their lengths from a uniform and from a long-tailed law. They are served by
 (seqlab.serve.engine) and by the simulator (seqlab.serve.simulator) on a service-time model fitted to the same
 engine, under static batching (one bin), multi-bin batching with k bins (equal width for uniform lengths, equal
 mass for the long tail) and continuous batching; multi-bin with each length predictor (oracle, oracle with noise,
-learned). Throughput is measured saturated (every request waiting at time 0); latency at Poisson arrival rates set
-as shares of continuous batching's simulated capacity.
+learned). Throughput is measured saturated (every request waiting at time 0); latency, simulated for every
+predictor and real for the oracle and the learned one, at Poisson arrival rates set as shares of continuous
+batching's simulated capacity.
 
 Checks beside the claims: every real run's outputs equal the continuous run's token for token (the engine is exact
 whatever the scheduler), and the simulator's throughput against the real engine's on the same requests.
@@ -36,19 +37,19 @@ BUDGETS = {
               "train": {"steps": 20, "batch_size": 16, "lr": 3e-3, "warmup": 2, "eval_every": 10, "eval_n": 16,
                         "log_every": 10, "checkpoint_every": 10},
               "batch": 4, "bins": [1, 2, 4], "n_requests": 24, "n_fit": 24, "sigmas": [0.5], "tail": 1.2,
-              "rate_shares": [0.8], "real_rate_share": 0.8, "closed_form_requests": 400,
+              "rate_shares": [0.8], "closed_form_requests": 400,
               "service": {"batches": [1, 4], "contexts": [4, 16], "reps": 2}},
     "cpu": {"task": {"max_len": 48}, "model": {"n_layers": 2, "d_model": 128, "n_heads": 4},
             "train": {"steps": 2500, "batch_size": 64, "lr": 2e-3, "warmup": 100, "eval_every": 500, "eval_n": 256,
                       "log_every": 100, "checkpoint_every": 500},
             "batch": 16, "bins": [1, 2, 4, 8], "n_requests": 512, "n_fit": 256, "sigmas": [0.1, 0.25, 0.5, 1.0, 2.0],
-            "tail": 1.2, "rate_shares": [0.5, 0.8, 0.95], "real_rate_share": 0.8, "closed_form_requests": 8000,
+            "tail": 1.2, "rate_shares": [0.5, 0.8, 0.95], "closed_form_requests": 8000,
             "service": {"batches": [1, 4, 8, 16], "contexts": [8, 32, 64, 100], "reps": 7}},
     "gpu": {"task": {"max_len": 128}, "model": {"n_layers": 4, "d_model": 256, "n_heads": 8},
             "train": {"steps": 10000, "batch_size": 128, "lr": 1e-3, "warmup": 500, "eval_every": 2000, "eval_n": 512,
                       "log_every": 200, "checkpoint_every": 2000},
             "batch": 64, "bins": [1, 2, 4, 8], "n_requests": 4096, "n_fit": 1024, "sigmas": [0.1, 0.25, 0.5, 1.0, 2.0],
-            "tail": 1.2, "rate_shares": [0.5, 0.8, 0.95], "real_rate_share": 0.8, "closed_form_requests": 32000,
+            "tail": 1.2, "rate_shares": [0.5, 0.8, 0.95], "closed_form_requests": 32000,
             "service": {"batches": [1, 8, 32, 64], "contexts": [16, 64, 128, 260], "reps": 7}},
 }
 
@@ -147,23 +148,22 @@ def study_law(law: str, s: dict, run, model, service: ServiceModel, seed: int) -
                 exact &= all(c.tokens == reference[c.id] for c in done)
                 real[key] = summary(done)
     capacity = sim["continuous"]["requests_per_s"]
-    latency: dict[str, dict] = {}
+    latency: dict[str, dict] = {}  # scheduler and predictor -> rate share -> summary, simulated
+    real_latency: dict[str, dict] = {}  # the same on the real engine, for the oracle and the learned predictor
     for share in s["rate_shares"]:
-        for p in (Oracle(), learned):
+        for p in predictors:
             preq = at_rate(predicted(reqs, p), share * capacity, seed)
             for name, sched in schedulers(s, boundaries_of):
                 if p.name != "oracle" and not name.startswith("bins="):
                     continue
                 key = name if not name.startswith("bins=") else f"{name} {p.name}"
                 latency.setdefault(key, {})[str(share)] = summary(serve(SimulatedExecutor(service, B), preq, sched))
-    real_rate = {}
-    preq = at_rate(predicted(reqs, Oracle()), s["real_rate_share"] * capacity, seed)
-    for name, sched in schedulers(s, boundaries_of):
-        real_rate[name if not name.startswith("bins=") else f"{name} oracle"] = summary(
-            serve(ModelExecutor(model, B, slot_len), preq, sched))
-    return {"sim": sim, "real": real, "latency": latency, "real_at_rate": real_rate, "exact": exact,
+                if p.name in ("oracle", "learned"):
+                    real_latency.setdefault(key, {})[str(share)] = summary(
+                        serve(ModelExecutor(model, B, slot_len), preq, sched))
+    return {"sim": sim, "real": real, "latency": latency, "real_latency": real_latency, "exact": exact,
             "learned_fit": learned_fit, "mean_length": float(np.mean([r.true_length for r in reqs])),
-            "capacity": capacity, "real_rate_share": s["real_rate_share"]}
+            "capacity": capacity}
 
 
 def gains(table: dict, bins: list[int], predictor: str) -> dict[int, float]:

@@ -34,7 +34,7 @@ def plot_all(folder: Path, s: dict, laws: dict) -> list[str]:
                         xlabel="sigma of the multiplicative noise exp(sigma N(0, 1))", ylabel="throughput gain - 1")
         shares = s["rate_shares"]
         lat = {key: {"k": shares, "mean": [v[str(x)]["latency_mean"] for x in shares]} for key, v in r["latency"].items()
-               if "learned" not in key}
+               if "learned" not in key and "noisy" not in key}
         error_by_points(lat, folder / f"latency_{law}.png", title=f"mean latency, {LAWS[law]} (simulated, oracle)",
                         xlabel="arrival rate / continuous batching's capacity", ylabel="seconds", log=True)
         out += [f"plots/throughput_{law}.png", f"plots/noise_{law}.png", f"plots/latency_{law}.png"]
@@ -69,10 +69,15 @@ def report(ctx, results: dict[str, Any]) -> str:
                    + ", ".join(f"{x}: {g:+.1%}" for x, g in n["gain_by_sigma"].items())
                    + f"; below 5% from sigma = {n['sigma_below_5pct']}. Learned predictor's relative error on its fit "
                    f"set: {r['learned_fit']['train_relative_error']:.1%}.\n")
-        out += [f"Poisson arrivals at {r['real_rate_share']} of continuous batching's simulated capacity "
-                f"({r['real_rate_share'] * r['capacity']:.2f} requests/s), real engine:\n", "| scheduler | req/s | mean latency s | p95 s |", "|---|---:|---:|---:|"]
-        for key, v in r.get("real_at_rate", {}).items():
-            out.append(f"| {key} | {v['requests_per_s']:.2f} | {v['latency_mean']:.2f} | {v['latency_p95']:.2f} |")
+        shares = list(next(iter(r["real_latency"].values()), {}))
+        out += [f"Latency under Poisson arrivals at shares of continuous batching's simulated capacity "
+                f"({r['capacity']:.1f} requests/s): real engine mean / p95, then the simulator's mean, in seconds:\n",
+                "| scheduler | " + " | ".join(f"{x}: real mean / p95 | {x}: simulated" for x in shares) + " |",
+                "|---|" + "---:|---:|" * len(shares)]
+        for key, by_share in r["real_latency"].items():
+            cells = [f"{v['latency_mean']:.3f} / {v['latency_p95']:.3f} | {r['latency'][key][x]['latency_mean']:.3f}"
+                     for x, v in by_share.items()]
+            out.append(f"| {key} | " + " | ".join(cells) + " |")
         out.append(f"\n![throughput](plots/throughput_{law}.png)\n![noise](plots/noise_{law}.png)\n"
                    f"![latency](plots/latency_{law}.png)\n")
     out.append(f"Every real run's outputs equal the continuous run's: {'yes' if m['all_schedulers_exact'] else 'NO'}.\n")
