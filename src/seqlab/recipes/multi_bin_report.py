@@ -47,7 +47,8 @@ def report(ctx, results: dict[str, Any]) -> str:
     cf = results.get("closed_form", {})
     out = [results_header(results, "Multi-bin batching against static and continuous batching"),
            f"A decoder trained {m.get('train_seconds')} s on `copy` (exact match {m.get('final_exact_match')}); each "
-           "request's output is as long as its prompt. Throughput is saturated (every request waiting at time 0).\n",
+           "request's output is as long as its prompt. Throughput is saturated (every request waiting at time 0); a real "
+           f"throughput is the median of {results.get('real_repeats', 'a few')} timed runs.\n",
            "## Service-time model (fitted to the real engine on this machine)\n",
            f"step(B, T) = {sv.get('s0', 0):.2e} + {sv.get('s1', 0):.2e} B + {sv.get('s2', 0):.2e} B T s; prefill(n, L) = "
            f"{sv.get('p0', 0):.2e} + {sv.get('p1', 0):.2e} n L s. Mean relative error on its measurements: "
