@@ -87,6 +87,14 @@ def schedulers(s: dict, boundaries_of) -> list[tuple[str, Any]]:
     return out + [("continuous", Continuous(B))]
 
 
+def result_key(name: str, predictor) -> str | None:
+    """A result's name: a multi-bin schedule with its predictor's; static and continuous read no prediction, so they
+    are run once, with the oracle (None for the other predictors)."""
+    if name.startswith("bins="):
+        return f"{name} {predictor.name}"
+    return name if predictor.name == "oracle" else None
+
+
 def predicted(requests: list[Request], predictor) -> list[Request]:
     reqs = copy.deepcopy(requests)
     predictor.predict(reqs)
@@ -139,9 +147,9 @@ def study_law(law: str, s: dict, run, model, service: ServiceModel, seed: int) -
     for p in predictors:
         preq = predicted(reqs, p)
         for name, sched in schedulers(s, boundaries_of):
-            if p.name != "oracle" and not name.startswith("bins="):
-                continue  # static and continuous do not read predictions
-            key = name if not name.startswith("bins=") else f"{name} {p.name}"
+            key = result_key(name, p)
+            if key is None:
+                continue
             sim[key] = summary(serve(SimulatedExecutor(service, B), preq, sched))
             if p.name in ("oracle", "learned"):  # timed runs vary with the machine's other work: the median of a few
                 runs = []
@@ -157,9 +165,9 @@ def study_law(law: str, s: dict, run, model, service: ServiceModel, seed: int) -
         for p in predictors:
             preq = at_rate(predicted(reqs, p), share * capacity, seed)
             for name, sched in schedulers(s, boundaries_of):
-                if p.name != "oracle" and not name.startswith("bins="):
+                key = result_key(name, p)
+                if key is None:
                     continue
-                key = name if not name.startswith("bins=") else f"{name} {p.name}"
                 latency.setdefault(key, {})[str(share)] = summary(serve(SimulatedExecutor(service, B), preq, sched))
                 if p.name in ("oracle", "learned"):
                     real_latency.setdefault(key, {})[str(share)] = summary(

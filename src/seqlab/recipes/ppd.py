@@ -180,7 +180,7 @@ def run(ctx: Context) -> Outcome:
             metrics[f"{t}.{row['method'].replace(', ', '_').replace(' ', '_')}.wall_speedup"] = row["wall_speedup"]
     artifacts = plot_all(ctx.out / "plots", tasks)
     return Outcome(metrics=metrics, runs={t: f"runs/{t}" for t in tasks}, artifacts=artifacts,
-                   extra={"tasks": {t: {k: v for k, v in r.items()} for t, r in tasks.items()}})
+                   extra={"tasks": tasks})
 
 
 register(Recipe(

@@ -128,9 +128,3 @@ class SlotBatch:
         for c in self.caches:
             if isinstance(c, RowKVCache):
                 c.clear_rows(torch.tensor(rows, device=self.device))
-
-
-def check_cacheable(model) -> None:
-    """Refuse, with one line, a model the engine cannot batch (before any request is read)."""
-    SlotBatch(model, 1, 1)
-
